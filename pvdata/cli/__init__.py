@@ -1,0 +1,1 @@
+"""The `pvdata` command line."""
