@@ -17,7 +17,6 @@ from pvdata.errors import PvdataError
 COMMANDS: dict[str, str] = {
     "sql": "pvdata.cli.sql",
     "runs": "pvdata.cli.runs",
-    "vectors": "pvdata.cli.vectors",
     "bench": "pvdata.cli.bench",
     "demo": "pvdata.cli.demo",
 }

@@ -143,7 +143,10 @@ def load_model(
 ) -> LoadedModel:
     """Load `name` (alias, folder, adapter folder or hub id), optionally with a LoRA `adapter` folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    if not os.environ.get("PVDATA_VERBOSE"):
+        hf_logging.disable_progress_bar()  # pvdata reports its own progress; keep stderr for errors
     source, implied_adapter = resolve_model_source(name)
     adapter = adapter or implied_adapter
     dev = resolve_device(device)

@@ -1,0 +1,32 @@
+"""Shared fixtures: offline models loaded once per session, temporary warehouses."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    from pvdata.models import load_model
+
+    return load_model("tiny-random-llama", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2():
+    from pvdata.models import load_model
+
+    return load_model("tiny-random-qwen2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from pvdata.models import load_model
+
+    return load_model("smollm2-135m", device="cpu")

