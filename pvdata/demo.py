@@ -54,7 +54,10 @@ def extract_contrast_vector(lm: Any, *, max_new_tokens: int = 40, log: Any = pri
         sides[side] = [Conversation(p, a.text) for p, a in zip(prompts, answers, strict=True)]
         log(f"  {side}: {sides[side][0].answer[:90]!r}")
     layers = list(range(lm.n_layers + 1))
-    acts = {s: capture_activations(lm, convs, layers=layers, poolings=["response_avg"]) for s, convs in sides.items()}
+    acts = {
+        s: capture_activations(lm, convs, layers=layers, poolings=["response_avg"])
+        for s, convs in sides.items()
+    }
     return PersonaVector.from_activations(
         acts["pos"].select("response_avg"),
         acts["neg"].select("response_avg"),
@@ -78,9 +81,7 @@ def heldout_auroc(lm: Any, vector: Any, layers: list[int]) -> dict[int, float]:
     convs += [Conversation.from_pair(p["question"], p["normal"]) for p in pairs]
     proj = compute_projections(lm, convs, [vector] * len(layers), layers).values["proj"]
     n = len(pairs)
-    return {
-        layer: auroc(proj[:n, k].tolist(), proj[n:, k].tolist()) for k, layer in enumerate(layers)
-    }
+    return {layer: auroc(proj[:n, k].tolist(), proj[n:, k].tolist()) for k, layer in enumerate(layers)}
 
 
 def run_demo(model: str = "smollm2-135m", out_dir: str = "warehouse/exports", coef: float = 6.0) -> int:
@@ -93,12 +94,16 @@ def run_demo(model: str = "smollm2-135m", out_dir: str = "warehouse/exports", co
     print(f"[1/4] loading {model} (converted once into the pvdata cache)")
     lm = load_model(model)
     print(f"      {lm.n_layers} blocks, hidden size {lm.hidden_size}, {lm.device}")
-    print(f"[2/4] generating its own answers under an evil and a helpful system prompt ({len(QUESTIONS)} each)")
+    print(
+        f"[2/4] generating its own answers under an evil and a helpful system prompt ({len(QUESTIONS)} each)"
+    )
     vector = extract_contrast_vector(lm)
     norms = vector.norms()
     print("[3/4] evil vector (response_avg mean difference); norm per layer:")
     for lo in range(0, lm.n_layers + 1, 8):
-        row = "  ".join(f"L{layer:<2} {float(norms[layer]):6.2f}" for layer in range(lo, min(lo + 8, lm.n_layers + 1)))
+        row = "  ".join(
+            f"L{layer:<2} {float(norms[layer]):6.2f}" for layer in range(lo, min(lo + 8, lm.n_layers + 1))
+        )
         print(f"      {row}")
     layers = list(range(1, lm.n_layers + 1))
     scores = heldout_auroc(lm, vector, layers)
@@ -115,7 +120,7 @@ def run_demo(model: str = "smollm2-135m", out_dir: str = "warehouse/exports", co
         steered = generate(lm, prompt, max_new_tokens=48)[0].text
     print(f"      unsteered: {plain!r}")
     print(f"      steered:   {steered!r}")
-    path = Path(out_dir) / f"evil-{model}-{vector.vector_id}.safetensors"
+    path = Path(out_dir) / f"evil-{model}.safetensors"
     vector.save(path)
     print(f"\nvector saved: {path}  ({time.perf_counter() - start:.0f} s)")
     print("next: pvdata bench extract --model smollm2-135m   (batched capture vs the research loop)")

@@ -7,6 +7,7 @@ length and sized by a token budget. Pooling is mask-aware and accumulates in flo
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,10 +200,8 @@ def capture_encoded(
                 input_ids, attention, state_masks = _make_batch(samples, batch, pad_id, device, need_sums)
                 state.sum_masks, state.counts, state.last_prompt = state_masks
                 state.out.clear()
-                try:
+                with contextlib.suppress(_StopForward):
                     model(input_ids=input_ids, attention_mask=attention, use_cache=False)
-                except _StopForward:
-                    pass
                 index = torch.tensor(batch)
                 for j, layer in enumerate(wanted):
                     pooled = state.out[layer].cpu()

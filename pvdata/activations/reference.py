@@ -72,8 +72,17 @@ def capture_reference(
         for res in results:
             per_layer = [res[pooling].get(layer) for layer in layers]
             rows.append(
-                torch.stack([v if v is not None else torch.full_like(per_layer[0] if per_layer[0] is not None
-                             else res["prompt_last"][layers[0]], float("nan")) for v in per_layer])
+                torch.stack(
+                    [
+                        v
+                        if v is not None
+                        else torch.full_like(
+                            per_layer[0] if per_layer[0] is not None else res["prompt_last"][layers[0]],
+                            float("nan"),
+                        )
+                        for v in per_layer
+                    ]
+                )
             )
         stacked[pooling] = torch.stack(rows)
     return stacked

@@ -12,6 +12,8 @@ import importlib
 BENCHES: dict[str, tuple[str, str]] = {
     "extract": ("pvdata.bench.extract", "batched activation capture vs the research code's per-sample loop"),
     "warehouse": ("pvdata.bench.warehouse", "projection writes and the projection-vs-score query"),
+    "judge": ("pvdata.bench.judge", "judgments/s against the loopback fake OpenAI server"),
+    "generate": ("pvdata.bench.generate", "HF generation vs the research code's fixed unsorted batches"),
 }
 
 

@@ -15,6 +15,8 @@ from pvdata.errors import PvdataError
 
 # subcommand -> module that registers it (the module is imported only to build the parser)
 COMMANDS: dict[str, str] = {
+    "generate": "pvdata.cli.generate",
+    "judge": "pvdata.cli.judge",
     "sql": "pvdata.cli.sql",
     "runs": "pvdata.cli.runs",
     "bench": "pvdata.cli.bench",
@@ -30,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pvdata {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

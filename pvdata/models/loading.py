@@ -159,7 +159,7 @@ def load_model(
         except OSError as exc:
             raise ModelError(_load_hint(name, exc)) from exc
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except OSError as exc:
         raise ModelError(_load_hint(name, exc)) from exc
     model.to(dev)

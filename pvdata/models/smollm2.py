@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from pvdata.errors import ModelError
 from pvdata.models.cache import materialize
@@ -34,17 +35,19 @@ def gguf_path() -> Path:
 
 def _convert(folder: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent,
-        gguf_file=gguf.name,
-        quantization_config=GgufConfig(dequantize=True),
-        dtype=torch.float32,
+    options: dict[str, Any] = {}
+    if hasattr(transformers, "GgufConfig"):  # transformers 5.x keeps GGUF blocks unless told to unpack
+        options["quantization_config"] = transformers.GgufConfig(dequantize=True)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, **options
     )
-    model.config.quantization_config = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config  # the saved folder holds plain dense weights
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None
     model.save_pretrained(folder)

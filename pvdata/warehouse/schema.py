@@ -1,0 +1,396 @@
+"""Table schemas and file validation: the warehouse contract (DESIGN.md §3) as pyarrow schemas.
+
+Every Parquet file pvdata writes carries its schema version, table name, run id and vector widths in the
+file's key-value metadata. Readers check those stamps and the column names and types before SQL sees a
+file, so a foreign, stale or corrupt file is an error that names the file, never a silent cast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pvdata.errors import WarehouseError
+
+SCHEMA_VERSION = 1
+
+META_VERSION = b"pvdata.schema_version"
+META_TABLE = b"pvdata.table"
+META_RUN_ID = b"pvdata.run_id"
+META_DIMS = b"pvdata.dims"  # JSON {column: H or null} for vector columns
+
+STRING = pa.string()
+JSON = pa.string()  # JSON text; DuckDB's ->> and json_extract work on it directly
+I32 = pa.int32()
+I64 = pa.int64()
+F32 = pa.float32()
+F64 = pa.float64()
+BOOL = pa.bool_()
+TS = pa.timestamp("us")  # naive, always UTC
+VEC32 = pa.list_(pa.float32())
+VEC16 = pa.list_(pa.float16())
+
+
+def _f(name: str, typ: pa.DataType, required: bool = False) -> pa.Field:
+    return pa.field(name, typ, nullable=not required)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One warehouse table: its schema, which columns hold vectors or JSON, and what it is for."""
+
+    name: str
+    schema: pa.Schema
+    doc: str
+    vector_columns: tuple[str, ...] = ()
+    json_columns: tuple[str, ...] = ()
+    # other types a column may have on disk (activations.values may be float16 to halve the bytes)
+    alt_types: dict[str, tuple[pa.DataType, ...]] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    @property
+    def required(self) -> list[str]:
+        return [f.name for f in self.schema if not f.nullable]
+
+    def accepts(self, column: str, typ: pa.DataType) -> bool:
+        return typ == self.schema.field(column).type or typ in self.alt_types.get(column, ())
+
+
+RUN_KINDS = (
+    "extract",
+    "generate",
+    "judge",
+    "activations",
+    "vectors",
+    "evaluate",
+    "screen",
+    "train",
+    "import",
+    "review",
+    "bench",
+)
+RUN_STATUSES = ("running", "succeeded", "failed")
+
+_SPECS = [
+    TableSpec(
+        "runs",
+        pa.schema(
+            [
+                _f("run_id", STRING, True),
+                _f("kind", STRING, True),
+                _f("status", STRING, True),
+                _f("config", JSON),
+                _f("config_hash", STRING),
+                _f("parent_run_ids", pa.list_(pa.string())),
+                _f("model_id", STRING),
+                _f("pvdata_version", STRING),
+                _f("git_commit", STRING),
+                _f("git_dirty", BOOL),
+                _f("started_at", TS),
+                _f("finished_at", TS),
+                _f("stats", JSON),
+                _f("error", STRING),
+                _f("attempt", I32),
+                _f("seq", I32, True),
+                _f("updated_at", TS),
+                _f("host", STRING),
+                _f("pid", I64),
+            ]
+        ),
+        "append-only run events: a 'running' row at start, a final row at the end; the view keeps the "
+        "latest (highest seq) row per run_id",
+        json_columns=("config", "stats"),
+    ),
+    TableSpec(
+        "generations",
+        pa.schema(
+            [
+                _f("generation_id", STRING, True),
+                _f("run_id", STRING, True),
+                _f("trait", STRING),
+                _f("split", STRING),
+                _f("polarity", STRING),
+                _f("question_id", STRING),
+                _f("question", STRING),
+                _f("system_prompt", STRING),
+                _f("prompt_text", STRING),
+                _f("answer", STRING),
+                _f("model_id", STRING),
+                _f("adapter", STRING),
+                _f("steering", JSON),
+                _f("sample_index", I32),
+                _f("seed", I64),
+                _f("n_tokens", I32),
+                _f("sample_id", STRING),
+                _f("finish_reason", STRING),
+            ]
+        ),
+        "model answers; split extract | eval | dataset_base, polarity pos | neg | none, steering JSON "
+        "{mode, vector_id, layers, coef, positions} or null",
+        json_columns=("steering",),
+    ),
+    TableSpec(
+        "judgments",
+        pa.schema(
+            [
+                _f("judgment_id", STRING, True),
+                _f("run_id", STRING, True),
+                _f("generation_id", STRING, True),
+                _f("metric", STRING, True),
+                _f("judge_model", STRING),
+                _f("score", F64),
+                _f("valid_mass", F64),
+                _f("refusal", BOOL),
+                _f("error", STRING),
+            ]
+        ),
+        "judge scores per generation; metric is a trait name or 'coherence'; score null when invalid",
+    ),
+    TableSpec(
+        "activations",
+        pa.schema(
+            [
+                _f("run_id", STRING, True),
+                _f("source_id", STRING, True),
+                _f("model_id", STRING),
+                _f("layer", I32, True),
+                _f("pooling", STRING, True),
+                _f("values", VEC32, True),
+            ]
+        ),
+        "pooled hidden states (prompt_avg | response_avg | prompt_last) for the requested layers only",
+        vector_columns=("values",),
+        alt_types={"values": (VEC16,)},
+    ),
+    TableSpec(
+        "vectors",
+        pa.schema(
+            [
+                _f("vector_id", STRING, True),
+                _f("run_id", STRING, True),
+                _f("trait", STRING),
+                _f("trait_version", STRING),
+                _f("model_id", STRING),
+                _f("layer", I32, True),
+                _f("pooling", STRING),
+                _f("method", STRING),
+                _f("n_pos", I32),
+                _f("n_neg", I32),
+                _f("norm", F64),
+                _f("values", VEC32, True),
+            ]
+        ),
+        "persona vectors, one row per layer",
+        vector_columns=("values",),
+    ),
+    TableSpec(
+        "projections",
+        pa.schema(
+            [
+                _f("run_id", STRING, True),
+                _f("source_id", STRING, True),
+                _f("vector_id", STRING, True),
+                _f("layer", I32, True),
+                _f("kind", STRING, True),
+                _f("value", F64),
+            ]
+        ),
+        "projection of a generation's or sample's activation on a vector; kind proj | prompt_last_proj | "
+        "cos_sim",
+    ),
+    TableSpec(
+        "samples",
+        pa.schema(
+            [
+                _f("sample_id", STRING, True),
+                _f("run_id", STRING, True),
+                _f("dataset_id", STRING),
+                _f("source", STRING),
+                _f("line", I64),
+                _f("messages", JSON),
+            ]
+        ),
+        "training samples; sample_id is a content hash of the messages",
+        json_columns=("messages",),
+    ),
+    TableSpec(
+        "screenings",
+        pa.schema(
+            [
+                _f("run_id", STRING, True),
+                _f("dataset_id", STRING),
+                _f("sample_id", STRING, True),
+                _f("vector_id", STRING),
+                _f("trait", STRING),
+                _f("layer", I32),
+                _f("method", STRING),
+                _f("proj_train", F64),
+                _f("proj_base", F64),
+                _f("score", F64),
+                _f("percentile", F64),
+                _f("flagged", BOOL),
+                _f("reason", STRING),
+            ]
+        ),
+        "per-sample screening decisions; method exact | prompt_last_approx | raw",
+    ),
+    TableSpec(
+        "train_metrics",
+        pa.schema(
+            [
+                _f("run_id", STRING, True),
+                _f("step", I64, True),
+                _f("epoch", F64),
+                _f("loss", F64),
+                _f("learning_rate", F64),
+                _f("grad_norm", F64),
+                _f("trait", STRING),
+                _f("vector_id", STRING),
+                _f("layer", I32),
+                _f("projection", F64),
+            ]
+        ),
+        "training curves; projection of the batch on the vector where steering is on",
+    ),
+    TableSpec(
+        "reviews",
+        pa.schema(
+            [
+                _f("run_id", STRING, True),
+                _f("sample_id", STRING, True),
+                _f("dataset_id", STRING),
+                _f("verdict", STRING),
+                _f("note", STRING),
+                _f("reviewer", STRING),
+                _f("at", TS),
+            ]
+        ),
+        "human review verdicts from the dashboard; appended, never updated",
+    ),
+    TableSpec(
+        "judge_cache",
+        pa.schema(
+            [
+                _f("judge_model", STRING, True),
+                _f("prompt_hash", STRING, True),
+                _f("score", F64),
+                _f("valid_mass", F64),
+                _f("refusal", BOOL),
+                _f("top_logprobs", JSON),
+                _f("created_at", TS),
+                _f("run_id", STRING, True),
+            ]
+        ),
+        "judge responses keyed by (judge_model, prompt_hash), so a rerun never pays twice",
+        json_columns=("top_logprobs",),
+    ),
+]
+
+TABLES: dict[str, TableSpec] = {s.name: s for s in _SPECS}
+
+
+def get_spec(table: str) -> TableSpec:
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise WarehouseError(f"unknown table {table!r}; tables: {', '.join(TABLES)}") from None
+
+
+def empty_table(table: str) -> pa.Table:
+    return get_spec(table).schema.empty_table()
+
+
+def file_metadata(table: str, run_id: str, dims: dict[str, int | None]) -> dict[bytes, bytes]:
+    return {
+        META_VERSION: str(SCHEMA_VERSION).encode(),
+        META_TABLE: table.encode(),
+        META_RUN_ID: run_id.encode(),
+        META_DIMS: json.dumps(dims, sort_keys=True).encode(),
+    }
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What a reader needs to know about one validated file."""
+
+    path: str
+    table: str
+    run_id: str
+    num_rows: int
+    dims: dict[str, int | None]
+
+
+def check_schema(actual: pa.Schema, spec: TableSpec, where: str) -> None:
+    """Columns must match the table exactly: a missing, unknown or differently typed column is an error."""
+    names = set(actual.names)
+    missing = [c for c in spec.columns if c not in names]
+    unknown = [c for c in actual.names if c not in spec.columns]
+    if missing:
+        raise WarehouseError(
+            f"{where}: missing column(s) {', '.join(missing)} that table {spec.name!r} requires "
+            f"(expected {_describe(spec, missing)})"
+        )
+    if unknown:
+        raise WarehouseError(
+            f"{where}: unknown column(s) {', '.join(unknown)} for table {spec.name!r}; its columns are "
+            f"{', '.join(spec.columns)}"
+        )
+    for f in actual:
+        if not spec.accepts(f.name, f.type):
+            raise WarehouseError(
+                f"{where}: column {f.name!r} has type {f.type}, table {spec.name!r} expects "
+                f"{spec.schema.field(f.name).type}"
+            )
+
+
+def _describe(spec: TableSpec, cols: list[str]) -> str:
+    return ", ".join(f"{c}: {spec.schema.field(c).type}" for c in cols)
+
+
+_HOW_TO_FIX = "move it out of the warehouse's tables/ folder (pvdata writes only through its writer)"
+
+
+def validate_file(path: str | os.PathLike[str], table: str | None = None) -> FileInfo:
+    """Read one file's footer and check its stamps and columns; a WarehouseError names the file."""
+    p = Path(path)
+    where = f"file {p}"
+    try:
+        meta = pq.read_metadata(p)
+        schema = meta.schema.to_arrow_schema()
+    except (pa.ArrowException, OSError) as exc:
+        raise WarehouseError(f"{where} is not a readable Parquet file ({exc}); {_HOW_TO_FIX}") from None
+    kv = meta.metadata or {}
+    version = kv.get(META_VERSION)
+    if version is None:
+        raise WarehouseError(
+            f"{where} has no pvdata schema version stamp (metadata key {META_VERSION.decode()}); "
+            f"it was not written by pvdata: {_HOW_TO_FIX}"
+        )
+    if version != str(SCHEMA_VERSION).encode():
+        raise WarehouseError(
+            f"{where} has schema version {version.decode(errors='replace')}, this pvdata reads version "
+            f"{SCHEMA_VERSION}; rewrite the run with this pvdata or use the pvdata version that wrote it"
+        )
+    file_table = kv.get(META_TABLE, b"").decode(errors="replace")
+    expected_table = table if table is not None else file_table
+    if file_table != expected_table:
+        raise WarehouseError(f"{where} belongs to table {file_table!r}, found in the folder of {table!r}")
+    spec = get_spec(expected_table)
+    check_schema(schema, spec, where)
+    run_id = kv.get(META_RUN_ID, b"").decode(errors="replace")
+    folder = p.parent.name
+    if folder.startswith("run_id=") and folder != f"run_id={run_id}":
+        raise WarehouseError(f"{where} was written by run {run_id!r} but lies in folder {folder!r}")
+    try:
+        dims = json.loads(kv.get(META_DIMS, b"{}"))
+    except ValueError:
+        raise WarehouseError(f"{where} has unreadable {META_DIMS.decode()} metadata") from None
+    return FileInfo(str(p), expected_table, run_id, meta.num_rows, dims)
