@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "judge": "pvdata.cli.judge",
     "sql": "pvdata.cli.sql",
     "runs": "pvdata.cli.runs",
+    "vectors": "pvdata.cli.vectors",
     "bench": "pvdata.cli.bench",
     "demo": "pvdata.cli.demo",
 }

@@ -186,10 +186,13 @@ _SPECS = [
                 _f("n_neg", I32),
                 _f("norm", F64),
                 _f("values", VEC32, True),
+                _f("n_layers", I32),
+                _f("provenance", JSON),
             ]
         ),
         "persona vectors, one row per layer",
         vector_columns=("values",),
+        json_columns=("provenance",),
     ),
     TableSpec(
         "projections",
