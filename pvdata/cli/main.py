@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "sql": "pvdata.cli.sql",
     "runs": "pvdata.cli.runs",
     "vectors": "pvdata.cli.vectors",
+    "import": "pvdata.cli.import_cmd",
     "bench": "pvdata.cli.bench",
     "demo": "pvdata.cli.demo",
 }

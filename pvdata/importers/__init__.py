@@ -1,0 +1,1 @@
+"""Importers for other tools' outputs (the research code's evaluation CSVs)."""
