@@ -131,6 +131,7 @@ _SPECS = [
                 _f("n_tokens", I32),
                 _f("sample_id", STRING),
                 _f("finish_reason", STRING),
+                _f("instruction_index", I32),
             ]
         ),
         "model answers; split extract | eval | dataset_base, polarity pos | neg | none, steering JSON "

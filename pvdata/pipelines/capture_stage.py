@@ -1,0 +1,88 @@
+"""Activations into the warehouse: chunked, resumable capture of (source_id, prompt, answer) items.
+
+Used by extraction (rollouts) and screening (training samples). All rows of one source go into one
+write call, so a source is either fully committed or absent, and `done_ids` makes a rerun resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pvdata.activations.capture import POOLINGS, capture_encoded
+
+
+@dataclass(frozen=True)
+class CaptureItem:
+    source_id: str
+    prompt_text: str  # the chat-templated prompt exactly as the model saw it
+    answer: str
+
+
+def encode_items(tokenizer: Any, items: Sequence[CaptureItem]) -> list[tuple[list[int], list[int]]]:
+    """Prompt text and answer tokenised separately, no special tokens added (exact boundary)."""
+    out = []
+    for item in items:
+        prompt = list(tokenizer(item.prompt_text, add_special_tokens=False)["input_ids"])
+        answer = list(tokenizer(item.answer, add_special_tokens=False)["input_ids"]) if item.answer else []
+        out.append((prompt, answer))
+    return out
+
+
+def capture_into(
+    run: Any,
+    lm: Any,
+    items: Sequence[CaptureItem],
+    *,
+    layers: Sequence[int],
+    poolings: Sequence[str] = POOLINGS,
+    vector_dtype: str = "float32",
+    chunk: int = 256,
+    token_budget: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Capture what this run has not committed yet; returns stats (captured, skipped, errors)."""
+    done = run.done_ids("activations", "source_id")
+    todo = [item for item in items if item.source_id not in done]
+    writer = run.writer("activations", vector_dtype=vector_dtype)
+    errors: dict[str, str] = {}
+    n_done = len(items) - len(todo)
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        result = capture_encoded(
+            lm, encode_items(lm.tokenizer, part), layers=layers, poolings=poolings, token_budget=token_budget
+        )
+        ok = [i for i, err in enumerate(result.errors) if err is None]
+        errors.update({part[i].source_id: e for i, e in enumerate(result.errors) if e is not None})
+        if ok:
+            stacked = {p: result.values[p][ok].numpy() for p in result.poolings}  # [n_ok, n_layers, H]
+            n_ok, n_l = len(ok), len(result.layers)
+            sources, layer_col, pooling_col, values = [], [], [], []
+            for p in result.poolings:
+                sources.extend(part[i].source_id for i in ok for _ in range(n_l))
+                layer_col.extend(list(result.layers) * n_ok)
+                pooling_col.extend([p] * (n_ok * n_l))
+                values.append(stacked[p].reshape(n_ok * n_l, -1))
+            writer.write_columns(
+                {
+                    "source_id": sources,
+                    "model_id": lm.model_id,
+                    "layer": layer_col,
+                    "pooling": pooling_col,
+                    "values": np.concatenate(values).astype(np.float32),
+                }
+            )
+        n_done += len(part)
+        if progress:
+            progress(n_done, len(items))
+    writer.flush()
+    return {
+        "items": len(items),
+        "captured": len(todo) - len(errors),
+        "resumed_from": len(items) - len(todo),
+        "errors": len(errors),
+        "error_examples": dict(list(errors.items())[:10]),
+    }
