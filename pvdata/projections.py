@@ -48,7 +48,9 @@ def _targets(vectors: Sequence[Any], layers: Sequence[int] | int) -> list[tuple[
     if isinstance(layers, int):
         return [(v, layers) for v in vectors]
     if len(layers) != len(vectors):
-        raise ConfigError(f"{len(vectors)} vectors but {len(layers)} layers: give one layer per vector or one int")
+        raise ConfigError(
+            f"{len(vectors)} vectors but {len(layers)} layers: give one layer per vector or one int"
+        )
     return list(zip(vectors, layers, strict=True))
 
 
@@ -69,7 +71,9 @@ def project(result: CaptureResult, vectors: Sequence[Any], layers: Sequence[int]
         norms = raw.norm(dim=1, keepdim=True)
         if (norms == 0).any():
             bad = [targets[k][0].vector_id for k, nrm in zip(ks, norms[:, 0], strict=True) if nrm == 0]
-            raise ConfigError(f"vector(s) {bad} have a zero row at layer {layer}: pick a layer they were built at")
+            raise ConfigError(
+                f"vector(s) {bad} have a zero row at layer {layer}: pick a layer they were built at"
+            )
         unit = raw / norms
         index = torch.tensor(ks)
         if "proj" in out:

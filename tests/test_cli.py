@@ -25,8 +25,22 @@ def test_help_lists_commands_and_starts_without_torch():
 
 
 def test_bench_extract_on_a_tiny_model(capsys):
-    code = main(["bench", "extract", "--model", "tiny-random-llama", "--samples", "12", "--device", "cpu",
-                 "--prompt-tokens", "8-16", "--response-tokens", "8-24"])
+    code = main(
+        [
+            "bench",
+            "extract",
+            "--model",
+            "tiny-random-llama",
+            "--samples",
+            "12",
+            "--device",
+            "cpu",
+            "--prompt-tokens",
+            "8-16",
+            "--response-tokens",
+            "8-24",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "-> match" in out
@@ -46,7 +60,10 @@ def test_bench_extract_model_shape_builds_real_shape_config():
     ("argv", "needle"),
     [
         (["bench", "extract", "--model", "no-such-model", "--samples", "2"], "Aliases: smollm2-135m"),
-        (["bench", "extract", "--model", "tiny-random-llama", "--layer", "9", "--samples", "2"], "valid layers are 0..4"),
+        (
+            ["bench", "extract", "--model", "tiny-random-llama", "--layer", "9", "--samples", "2"],
+            "valid layers are 0..4",
+        ),
         (["bench", "extract", "--model-shape", "gpt-5"], "valid shapes are qwen2.5-0.5b"),
         (["bench", "extract", "--model", "tiny-random-llama", "--dtype", "int3"], "valid dtypes are"),
     ],

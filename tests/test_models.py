@@ -29,12 +29,16 @@ def test_tiny_models_are_identical_every_build(tmp_path, monkeypatch):
     build_tiny("llama", tmp_path / "b")
     for name in ("tokenizer.json", "config.json"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
-    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
+        tmp_path / "b" / "model.safetensors"
+    ).read_bytes()
 
 
 def test_tiny_model_has_chat_template_and_generates(tiny_qwen2):
     tok = tiny_qwen2.tokenizer
-    text = tok.apply_chat_template([{"role": "user", "content": "hello"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hello"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
     ids = tok(text, add_special_tokens=False, return_tensors="pt")
     out = tiny_qwen2.model.generate(**ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
@@ -89,19 +93,45 @@ def _tiny_config(family: str):
     small = {"vocab_size": 64, "num_hidden_layers": 3}
     configs = {
         "llama": tf.LlamaConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, **small),
-        "mistral": tf.MistralConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                                    num_key_value_heads=1, **small),
-        "qwen2": tf.Qwen2Config(hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                                num_key_value_heads=2, **small),
-        "qwen3": tf.Qwen3Config(hidden_size=16, intermediate_size=32, num_attention_heads=2, head_dim=8,
-                                num_key_value_heads=2, **small),
-        "gemma": tf.GemmaConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, head_dim=8,
-                                num_key_value_heads=1, **small),
-        "gemma2": tf.Gemma2Config(hidden_size=16, intermediate_size=32, num_attention_heads=2, head_dim=8,
-                                  num_key_value_heads=1, **small),
+        "mistral": tf.MistralConfig(
+            hidden_size=16, intermediate_size=32, num_attention_heads=2, num_key_value_heads=1, **small
+        ),
+        "qwen2": tf.Qwen2Config(
+            hidden_size=16, intermediate_size=32, num_attention_heads=2, num_key_value_heads=2, **small
+        ),
+        "qwen3": tf.Qwen3Config(
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            head_dim=8,
+            num_key_value_heads=2,
+            **small,
+        ),
+        "gemma": tf.GemmaConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            head_dim=8,
+            num_key_value_heads=1,
+            **small,
+        ),
+        "gemma2": tf.Gemma2Config(
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            head_dim=8,
+            num_key_value_heads=1,
+            **small,
+        ),
         "phi": tf.PhiConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, **small),
-        "phi3": tf.Phi3Config(hidden_size=16, intermediate_size=32, num_attention_heads=2, pad_token_id=0,
-                              num_key_value_heads=2, **small),
+        "phi3": tf.Phi3Config(
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            pad_token_id=0,
+            num_key_value_heads=2,
+            **small,
+        ),
         "gpt2": tf.GPT2Config(n_embd=16, n_head=2, n_layer=3, vocab_size=64),
         "gpt_neox": tf.GPTNeoXConfig(hidden_size=16, intermediate_size=32, num_attention_heads=2, **small),
     }

@@ -30,7 +30,9 @@ def test_projections_match_direct_formulas(tiny_llama):
         h = cap.get("response_avg", layer)
         last = cap.get("prompt_last", layer)
         torch.testing.assert_close(proj.values["proj"][:, k], h @ v / v.norm(), rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(proj.values["prompt_last_proj"][:, k], last @ v / v.norm(), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            proj.values["prompt_last_proj"][:, k], last @ v / v.norm(), rtol=1e-4, atol=1e-4
+        )
         cos = torch.nn.functional.cosine_similarity(h, v.expand_as(h), dim=1)
         torch.testing.assert_close(proj.values["cos_sim"][:, k], cos, rtol=1e-4, atol=1e-5)
     rows = list(proj.rows([f"s{i}" for i in range(5)]))

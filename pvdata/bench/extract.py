@@ -56,7 +56,9 @@ def _load(args: argparse.Namespace) -> Any:
     if not args.model:
         from pvdata.errors import ConfigError
 
-        raise ConfigError("give --model (alias, folder, hub id) or --model-shape (random weights of a real shape)")
+        raise ConfigError(
+            "give --model (alias, folder, hub id) or --model-shape (random weights of a real shape)"
+        )
     return load_model(args.model, dtype=args.dtype, device=args.device)
 
 
@@ -66,10 +68,12 @@ class _NoTokenizer:
 
 
 def _wrap_shape(model: Any, name: str) -> Any:
-    from pvdata.models.loading import LoadedModel
     from pvdata.models.layers import find_layers
+    from pvdata.models.loading import LoadedModel
 
-    return LoadedModel(model=model, tokenizer=_NoTokenizer(model.config), model_id=name, layers=find_layers(model))
+    return LoadedModel(
+        model=model, tokenizer=_NoTokenizer(model.config), model_id=name, layers=find_layers(model)
+    )
 
 
 def make_samples(n: int, vocab: int, prompt: tuple[int, int], response: tuple[int, int], seed: int) -> list:
@@ -105,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     layer = args.layer if args.layer is not None else max(1, round(n_layers * PAPER_LAYER_FRACTION))
     lm.layers.check_layer(layer)
     vocab = int(model.get_input_embeddings().weight.shape[0])
-    samples = make_samples(args.samples, vocab, _range(args.prompt_tokens), _range(args.response_tokens), args.seed)
+    samples = make_samples(
+        args.samples, vocab, _range(args.prompt_tokens), _range(args.response_tokens), args.seed
+    )
     n_tokens = sum(len(p) + len(a) for p, a in samples)
     k = min(args.reference_samples or len(samples), len(samples))
     ref_samples = samples[:k]
@@ -143,8 +149,10 @@ def run(args: argparse.Namespace) -> int:
     ref_tps, new_tps = ref_tokens / t_ref, n_tokens / t_new
     grad_note = "no_grad" if args.reference_no_grad else "autograd on, as the research code"
     print(f"reference loop ({grad_note}, {k} samples): {ref_rate:8.2f} samples/s  {ref_tps:10.0f} tokens/s")
-    print(f"pvdata batched ({res.stats['batches']:.0f} batches):            "
-          f"{new_rate:8.2f} samples/s  {new_tps:10.0f} tokens/s")
+    print(
+        f"pvdata batched ({res.stats['batches']:.0f} batches):            "
+        f"{new_rate:8.2f} samples/s  {new_tps:10.0f} tokens/s"
+    )
     print(f"max_rel_diff: {worst:.2e} (tolerance {tol:.0e}) -> {'match' if worst <= tol else 'MISMATCH'}")
     flops_per_token = 2 * block_params(model, layer)
     hidden = lm.hidden_size

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "judge": "pvdata.cli.judge",
     "sql": "pvdata.cli.sql",
     "runs": "pvdata.cli.runs",
+    "traits": "pvdata.cli.traits",
     "vectors": "pvdata.cli.vectors",
     "import": "pvdata.cli.import_cmd",
     "bench": "pvdata.cli.bench",

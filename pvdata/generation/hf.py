@@ -1,40 +1,277 @@
-"""Batched HF generation: left padding, length-sorted batches, seeded sampling, stop at end of turn.
+"""Batched generation with transformers: the reference backend, and the one that steers and loads LoRA.
 
-Steering is applied by the caller's `pvdata.steering.steer` context around this call.
+How a run is planned: every (prompt, sample) is a row; rows are sorted by length (longest first) and
+grouped so that rows x (longest prompt + max_new_tokens) stays under a token budget; each group is one
+left-padded `model.generate` call that ends when every row has hit an end-of-turn token or the limit.
+Sorting keeps padding (wasted prefill compute) small; the budget bounds the KV cache.
+
+Sampling does not use the global torch RNG. HF generate runs in greedy mode and a logits processor
+draws each row's token from that row's own torch.Generator, seeded from (seed, prompt tokens,
+sample_index). A sample therefore does not depend on which other rows share its batch, so a resumed
+run (fewer rows), a different token budget or another prompt order gives the same samples, up to
+floating-point differences in the logits of differently shaped batches (exact in practice in float32 on
+CPU; bfloat16 on GPU can flip a near-tie). Strict guarantee: same seed + same inputs + same batch plan
++ same device and dtype -> the same outputs. Greedy answers are argmax and need no RNG; with n > 1
+greedy samples are generated once and copied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from pvdata.activations.batching import token_budget_batches
-from pvdata.chat import Message, encode_prompt
+from pvdata.chat import Message, encode_prompt, render_prompt
+from pvdata.errors import ConfigError
+from pvdata.generation.base import GenerationRequest, GenerationResult, SamplingParams, sample_seed
+
+__all__ = [
+    "DEFAULT_TOKEN_BUDGET",
+    "Generation",
+    "HFBackend",
+    "default_token_budget",
+    "generate",
+    "stop_token_ids",
+]
+
+# Padded (prompt + new) tokens per generate call. On a GPU the KV cache of 64k tokens of a 7-8B model
+# is 4-9 GB; on a CPU larger batches mostly amortise per-step overhead, so the same budget serves both.
+DEFAULT_TOKEN_BUDGET = 65536
+MAX_BATCH = 256
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>", "<|endoftext|>")
+
+
+def default_token_budget() -> int:
+    """PVDATA_GEN_TOKEN_BUDGET, else DEFAULT_TOKEN_BUDGET."""
+    value = os.environ.get("PVDATA_GEN_TOKEN_BUDGET")
+    if not value:
+        return DEFAULT_TOKEN_BUDGET
+    try:
+        budget = int(value)
+    except ValueError:
+        raise ConfigError(f"PVDATA_GEN_TOKEN_BUDGET={value!r} is not an integer") from None
+    if budget < 1:
+        raise ConfigError(f"PVDATA_GEN_TOKEN_BUDGET={value!r} must be >= 1")
+    return budget
+
+
+def stop_token_ids(tokenizer: Any, generation_config: Any = None) -> list[int]:
+    """End-of-turn ids: the model's and tokenizer's EOS plus the chat end tokens the vocabulary has."""
+    ids: set[int] = set()
+    eos = getattr(generation_config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    for token in END_OF_TURN_TOKENS:
+        tid = vocab.get(token)
+        if isinstance(tid, int) and tid >= 0:
+            ids.add(tid)
+    if not ids:
+        raise ConfigError(
+            f"the tokenizer {type(tokenizer).__name__} has no EOS or end-of-turn token: generation would "
+            "never stop before max_new_tokens; use a chat model"
+        )
+    return sorted(ids)
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """Token ids of one answer before decoding (body excludes the stop token)."""
+
+    prompt_index: int
+    sample_index: int
+    body: list[int]
+    stopped: bool
+
+    @property
+    def n_tokens(self) -> int:
+        """Generated tokens, counting the end-of-turn token when the answer stopped on one."""
+        return len(self.body) + (1 if self.stopped else 0)
+
+
+class _RowSampler:
+    """A logits processor that samples each row with its own generator and forces that token.
+
+    Returns scores that are -inf except at the drawn token, so HF's greedy step picks it. Inverse-CDF
+    sampling in float64 with one uniform draw per row and step: reproducible per row.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device) -> None:
+        self.temperature, self.top_p, self.device = temperature, top_p, device
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logits = scores.float() / self.temperature
+        probs = torch.softmax(logits, dim=-1)
+        order: torch.Tensor | None = None
+        if self.top_p < 1.0:
+            probs, order = probs.sort(dim=-1, descending=True)
+            before = probs.cumsum(dim=-1) - probs  # mass of the more likely tokens
+            probs = probs.masked_fill(before >= self.top_p, 0.0)
+        cdf = probs.double().cumsum(dim=-1)
+        u = torch.cat(
+            [torch.rand(1, generator=g, device=self.device, dtype=torch.float64) for g in self.generators]
+        )
+        target = (u * cdf[:, -1]).unsqueeze(-1)
+        picked = torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[-1] - 1)
+        if order is not None:
+            picked = order.gather(-1, picked)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, picked, 0.0)
+
+
+def plan_batches(lengths: Sequence[int], max_new_tokens: int, token_budget: int) -> list[list[int]]:
+    """Row indices per generate call: longest first, rows x (width + max_new_tokens) <= budget."""
+    return token_budget_batches([n + max_new_tokens for n in lengths], token_budget, max_batch=MAX_BATCH)
+
+
+def generate_encoded(
+    lm: Any,
+    encoded: Sequence[Sequence[int]],
+    params: SamplingParams,
+    *,
+    token_budget: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> list[RawSample]:
+    """Answers to already tokenised prompts, n per prompt, in (prompt, sample) order."""
+    from transformers import LogitsProcessorList
+
+    tok, model = lm.tokenizer, lm.model
+    budget = token_budget or default_token_budget()
+    stops = stop_token_ids(tok, getattr(model, "generation_config", None))
+    stop_set = set(stops)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+    device = next(model.parameters()).device
+    # greedy samples are all the same answer: generate it once per prompt
+    row_samples = 1 if params.greedy else params.n
+    jobs = [(i, s) for i in range(len(encoded)) for s in range(row_samples)]
+    batches = plan_batches([len(encoded[i]) for i, _ in jobs], params.max_new_tokens, budget)
+    done: dict[tuple[int, int], RawSample] = {}
+    for batch in batches:
+        rows = [encoded[jobs[j][0]] for j in batch]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            mask[r, width - len(row) :] = 1
+        processors = LogitsProcessorList()
+        if not params.greedy:
+            seeds = [sample_seed(params.seed, list(encoded[jobs[j][0]]), jobs[j][1]) for j in batch]
+            processors.append(_RowSampler(seeds, params.temp, params.top_p, device))
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=params.max_new_tokens,
+                min_new_tokens=1,
+                eos_token_id=stops,
+                pad_token_id=pad_id,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                min_p=None,
+                typical_p=None,
+                repetition_penalty=None,
+                no_repeat_ngram_size=None,
+                logits_processor=processors,
+            )
+        new = out[:, width:].tolist()
+        for r, j in enumerate(batch):
+            tokens = new[r]
+            cut = next((k for k, t in enumerate(tokens) if t in stop_set), None)
+            prompt_index, sample_index = jobs[j]
+            done[jobs[j]] = RawSample(
+                prompt_index, sample_index, tokens if cut is None else tokens[:cut], cut is not None
+            )
+        if on_batch is not None:
+            on_batch(len(batch), len(batches))
+    results: list[RawSample] = []
+    for i in range(len(encoded)):
+        for s in range(params.n):
+            raw = done[(i, s if row_samples > 1 else 0)]
+            results.append(replace(raw, sample_index=s))
+    return results
+
+
+class HFBackend:
+    """transformers generation on a loaded model (LoRA adapters included), optionally steered.
+
+    Steering wraps every generate call in `pvdata.steering.apply_spec`, so positions mean what they
+    mean there ("prompt" = prefill calls, "response" = last position of each call, pads never steered).
+    """
+
+    name = "hf"
+
+    def __init__(
+        self,
+        lm: Any,
+        *,
+        steering: Any = None,
+        vector: Any = None,
+        token_budget: int | None = None,
+    ) -> None:
+        self.lm = lm
+        self.model_id: str = lm.model_id
+        self.adapter: str | None = getattr(lm, "adapter", None)
+        self.token_budget = token_budget
+        self.vector = vector
+        self.steering = steering
+        if steering is not None:
+            if vector is None:
+                raise ConfigError("a steering spec needs the vector to steer with (--vector FILE)")
+            from pvdata.steering import apply_spec
+
+            with apply_spec(lm, vector, steering) as handle:  # validates layers and shape up front
+                self.steering = handle.spec  # carries the vector's id
+
+    def render_prompt(self, request: GenerationRequest) -> str:
+        return render_prompt(self.lm.tokenizer, request.messages)
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        return encode_prompt(self.lm.tokenizer, request.messages)
+
+    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[GenerationResult]:
+        encoded = [self.encode(r) for r in requests]
+        if self.steering is not None:
+            from pvdata.steering import apply_spec
+
+            ctx: Any = apply_spec(self.lm, self.vector, self.steering)
+        else:
+            ctx = nullcontext()
+        with ctx:
+            raws = generate_encoded(self.lm, encoded, params, token_budget=self.token_budget)
+        tok = self.lm.tokenizer
+        return [
+            GenerationResult(
+                request_index=raw.prompt_index,
+                sample_index=raw.sample_index,
+                text=tok.decode(raw.body, skip_special_tokens=True),
+                n_tokens=raw.n_tokens,
+                finish_reason="stop" if raw.stopped else "length",
+                backend=self.name,
+                request_id=requests[raw.prompt_index].request_id,
+            )
+            for raw in raws
+        ]
 
 
 @dataclass(frozen=True)
 class Generation:
+    """One answer from `generate` (the simple function API)."""
+
     prompt_index: int
     sample_index: int
     text: str
     n_tokens: int
     finish_reason: str  # "stop" (end of turn) or "length"
-
-
-def _stop_ids(lm: Any) -> list[int]:
-    ids: set[int] = set()
-    eos = lm.model.generation_config.eos_token_id
-    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if lm.tokenizer.eos_token_id is not None:
-        ids.add(lm.tokenizer.eos_token_id)
-    for token in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>"):
-        tid = lm.tokenizer.convert_tokens_to_ids(token)
-        if isinstance(tid, int) and tid != lm.tokenizer.unk_token_id and tid >= 0:
-            ids.add(tid)
-    return sorted(ids)
 
 
 def generate(
@@ -46,51 +283,22 @@ def generate(
     top_p: float = 1.0,
     n: int = 1,
     seed: int = 0,
-    token_budget: int = 8192,
+    token_budget: int | None = None,
 ) -> list[Generation]:
-    """Answers to chat prompts, `n` per prompt, in (prompt, sample) order. temperature 0 = greedy."""
-    tok = lm.tokenizer
-    encoded = [encode_prompt(tok, messages) for messages in prompts]
-    jobs = [(i, s) for i in range(len(encoded)) for s in range(n)]
-    widths = [len(encoded[i]) + max_new_tokens for i, _ in jobs]
-    stops = _stop_ids(lm)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
-    device = next(lm.model.parameters()).device
-    results: dict[tuple[int, int], Generation] = {}
-    for batch_no, batch in enumerate(token_budget_batches(widths, token_budget)):
-        rows = [encoded[jobs[j][0]] for j in batch]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            ids[r, width - len(row) :] = torch.tensor(row)
-            mask[r, width - len(row) :] = 1
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p}
-            if temperature > 0
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    """Answers to chat prompts, `n` per prompt, in (prompt, sample) order. temperature 0 = greedy.
+
+    The function form of HFBackend for library use (steer with a surrounding `steer(...)` block).
+    """
+    params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    encoded = [encode_prompt(lm.tokenizer, messages) for messages in prompts]
+    raws = generate_encoded(lm, encoded, params, token_budget=token_budget)
+    return [
+        Generation(
+            prompt_index=raw.prompt_index,
+            sample_index=raw.sample_index,
+            text=lm.tokenizer.decode(raw.body, skip_special_tokens=True),
+            n_tokens=raw.n_tokens,
+            finish_reason="stop" if raw.stopped else "length",
         )
-        torch.manual_seed(seed * 1_000_003 + batch_no)
-        with torch.inference_mode():
-            out = lm.model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                min_new_tokens=1,
-                eos_token_id=stops,
-                pad_token_id=pad_id,
-                **sampling,
-            )
-        new = out[:, width:].cpu()
-        for r, j in enumerate(batch):
-            tokens = new[r].tolist()
-            cut = next((k for k, t in enumerate(tokens) if t in stops), None)
-            body = tokens if cut is None else tokens[:cut]
-            results[jobs[j]] = Generation(
-                prompt_index=jobs[j][0],
-                sample_index=jobs[j][1],
-                text=tok.decode(body, skip_special_tokens=True),
-                n_tokens=len(body) + (0 if cut is None else 1),
-                finish_reason="length" if cut is None else "stop",
-            )
-    return [results[job] for job in jobs]
+        for raw in raws
+    ]

@@ -25,10 +25,10 @@ def side_means(
     con = con.cursor()  # its own result stream: the caller's connection may hold an unfinished one
     con.register("pv_kept_sources", kept)
     try:
-        reader = con.execute(
+        reader = con.sql(
             "SELECT k.side, a.pooling, a.layer, a.values FROM activations_all a "
-            "JOIN pv_kept_sources k USING (source_id) WHERE a.run_id = ?",
-            [activation_run_id],
+            "JOIN pv_kept_sources k USING (source_id) WHERE a.run_id = $run",
+            params={"run": activation_run_id},
         ).to_arrow_reader(8192)
         sums: dict[tuple[str, str, int], np.ndarray] = {}
         counts: dict[tuple[str, str, int], int] = {}
