@@ -15,6 +15,7 @@ from pvdata.errors import PvdataError
 
 # subcommand -> module that registers it (the module is imported only to build the parser)
 COMMANDS: dict[str, str] = {
+    "extract": "pvdata.cli.extract",
     "generate": "pvdata.cli.generate",
     "judge": "pvdata.cli.judge",
     "sql": "pvdata.cli.sql",

@@ -1,0 +1,89 @@
+"""Generations into the warehouse: chunked, resumable, one row per (prompt, sample).
+
+generation_id is a hash of the model, adapter, prompt messages, sampling, steering and sample index, so
+a rerun after a kill skips what was committed and a changed setting never reuses an old answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pvdata.generation.base import GenerationBackend, GenerationRequest, SamplingParams
+from pvdata.warehouse import item_id
+
+
+@dataclass(frozen=True)
+class GenItem:
+    """A prompt plus the columns that describe it (trait, split, polarity, question_id, ...)."""
+
+    request: GenerationRequest
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+def generation_id(backend: Any, item: GenItem, params: SamplingParams, steering: Any, sample: int) -> str:
+    return item_id(
+        backend.model_id,
+        getattr(backend, "adapter", None),
+        json.dumps(item.request.messages, sort_keys=True),
+        params.to_json(),
+        steering,
+        sample,
+    )
+
+
+def generate_into(
+    run: Any,
+    backend: GenerationBackend,
+    items: Sequence[GenItem],
+    params: SamplingParams,
+    *,
+    steering: Mapping[str, Any] | None = None,
+    chunk: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Generate what this run has not committed yet; returns stats."""
+    done = run.done_ids("generations", "generation_id")
+    ids = [[generation_id(backend, it, params, steering, s) for s in range(params.n)] for it in items]
+    todo = [i for i, gids in enumerate(ids) if not all(g in done for g in gids)]
+    writer = run.writer("generations")
+    steering_json = json.dumps(steering, sort_keys=True) if steering else None
+    counts = {"stop": 0, "length": 0, "error": 0}
+    finished = len(items) - len(todo)
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        results = backend.generate([items[i].request for i in part], params)
+        rows = []
+        for res in results:
+            index = part[res.request_index]
+            item = items[index]
+            gid = ids[index][res.sample_index]
+            counts[res.finish_reason] = counts.get(res.finish_reason, 0) + 1
+            if gid in done or not res.ok:
+                continue
+            rows.append(
+                {
+                    "generation_id": gid,
+                    "question": item.request.question,
+                    "system_prompt": item.request.system_prompt,
+                    "prompt_text": backend.render_prompt(item.request),
+                    "answer": res.text,
+                    "model_id": backend.model_id,
+                    "adapter": getattr(backend, "adapter", None),
+                    "steering": steering_json,
+                    "sample_index": res.sample_index,
+                    "seed": params.seed,
+                    "n_tokens": res.n_tokens,
+                    "finish_reason": res.finish_reason,
+                    **item.meta,
+                }
+            )
+        if rows:
+            writer.write(rows)
+        finished += len(part)
+        if progress:
+            progress(finished, len(items))
+    writer.flush()
+    return {"prompts": len(items), "resumed_from": len(items) - len(todo), "finish": counts}
