@@ -23,8 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-per-question", type=int, default=10, help="samples per (question, instruction, side)")
     p.add_argument("--max-new-tokens", type=int, default=1000)
     p.add_argument("--temperature", type=float, default=None, help="default: 1.0 when n > 1, else greedy")
-    p.add_argument("--filter", choices=["paper", "joint", "none"], default=None,
-                   help="default: paper when judged, none with --judge none")
+    p.add_argument(
+        "--filter",
+        choices=["paper", "joint", "none"],
+        default=None,
+        help="default: paper when judged, none with --judge none",
+    )
     p.add_argument("--threshold", type=float, default=50.0, help="trait score threshold of the filter")
     p.add_argument("--coherence-min", type=float, default=50.0)
     p.add_argument("--layers", default=None, help="layers to capture, e.g. 10-20 (default: all)")

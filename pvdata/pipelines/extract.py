@@ -76,14 +76,18 @@ def plan_rollouts(trait: Any, cfg: ExtractConfig) -> list[Any]:
 
     questions = trait.split_questions("extract")
     if not 1 <= cfg.questions <= len(questions):
-        raise ConfigError(f"--questions {cfg.questions}: trait {trait.name} has 1..{len(questions)} extract questions")
+        raise ConfigError(
+            f"--questions {cfg.questions}: trait {trait.name} has 1..{len(questions)} extract questions"
+        )
     if not 1 <= cfg.instructions <= len(trait.instructions):
         raise ConfigError(f"--instructions {cfg.instructions}: valid 1..{len(trait.instructions)}")
     items = []
     for q_index, question in enumerate(questions[: cfg.questions]):
         for i_index in range(cfg.instructions):
             for polarity in ("pos", "neg"):
-                request = GenerationRequest.from_question(question, system=system_prompt(trait, polarity, i_index))
+                request = GenerationRequest.from_question(
+                    question, system=system_prompt(trait, polarity, i_index)
+                )
                 meta = {
                     "trait": trait.name,
                     "split": "extract",
@@ -146,7 +150,9 @@ def run_extract(
     from pvdata.warehouse import Warehouse
 
     trait = load_trait(cfg.trait)
-    filter_cfg = FilterConfig(mode=cfg.resolved_filter(), threshold=cfg.threshold, coherence_min=cfg.coherence_min)  # type: ignore[arg-type]
+    filter_cfg = FilterConfig(
+        mode=cfg.resolved_filter(), threshold=cfg.threshold, coherence_min=cfg.coherence_min
+    )  # type: ignore[arg-type]
     params = SamplingParams(
         n=cfg.n_per_question,
         temperature=cfg.temperature,
@@ -189,7 +195,10 @@ def run_extract(
     judge_runs: dict[str, str] = {}
     if cfg.judge != "none" or judge is not None:
         judge_obj = judge or make_judge(cfg.judge, concurrency=cfg.judge_concurrency)
-        for metric, name, rubric in (("trait", trait.name, trait.rubric), ("coherence", "coherence", COHERENCE)):
+        for metric, name, rubric in (
+            ("trait", trait.name, trait.rubric),
+            ("coherence", "coherence", COHERENCE),
+        ):
             summary = judge_generation_run(
                 warehouse, stage_runs["generate"], judge_obj, metric=name, rubric=rubric, force=force
             )
@@ -204,15 +213,22 @@ def run_extract(
     candidates = _candidates(con, stage_runs["generate"], judge_runs)
     decisions = apply_filter(candidates, filter_cfg)
     sides = {d.generation_id: d.polarity for d in decisions if d.keep}
-    kept = {"pos": sum(1 for s in sides.values() if s == "pos"), "neg": sum(1 for s in sides.values() if s == "neg")}
+    kept = {
+        "pos": sum(1 for s in sides.values() if s == "pos"),
+        "neg": sum(1 for s in sides.values() if s == "neg"),
+    }
     total = {p: sum(1 for c in candidates if c.polarity == p) for p in ("pos", "neg")}
-    log(f"[3/5] filter {filter_cfg.mode}: kept pos {kept['pos']}/{total['pos']}, neg {kept['neg']}/{total['neg']}")
+    log(
+        f"[3/5] filter {filter_cfg.mode}: kept pos {kept['pos']}/{total['pos']}, "
+        f"neg {kept['neg']}/{total['neg']}"
+    )
 
     # 4. activations of the kept rollouts
     texts = {
         gid: (prompt, answer)
         for gid, prompt, answer in con.execute(
-            "SELECT generation_id, prompt_text, answer FROM generations WHERE run_id = ?", [stage_runs["generate"]]
+            "SELECT generation_id, prompt_text, answer FROM generations WHERE run_id = ?",
+            [stage_runs["generate"]],
         ).fetchall()
     }
     capture_items = [CaptureItem(gid, *texts[gid]) for gid in sorted(sides)]
@@ -249,7 +265,11 @@ def run_extract(
             run.stats["filter"] = {"kept": kept, "total": total}
 
     # 5. vectors
-    vec_config = {"stage": "extract.vectors", "activations_run": stage_runs["activations"], "sides": sorted(sides)}
+    vec_config = {
+        "stage": "extract.vectors",
+        "activations_run": stage_runs["activations"],
+        "sides": sorted(sides),
+    }
     provenance = {"trait_version": trait.trait_version, **{f"{k}_run": v for k, v in stage_runs.items()}}
     with wh.run(
         "vectors", vec_config, parent_run_ids=[stage_runs["activations"]], model_id=cfg.model, force=force
@@ -283,8 +303,11 @@ def run_extract(
 
     summary_stats = {"kept": kept, "total": total, "vector_ids": {v.pooling: v.vector_id for v in vectors}}
     with wh.run(
-        "extract", {"config": asdict(cfg), "stages": stage_runs}, parent_run_ids=list(stage_runs.values()),
-        model_id=cfg.model, force=force,
+        "extract",
+        {"config": asdict(cfg), "stages": stage_runs},
+        parent_run_ids=list(stage_runs.values()),
+        model_id=cfg.model,
+        force=force,
     ) as run:
         if not run.skipped:
             run.stats.update(summary_stats)
