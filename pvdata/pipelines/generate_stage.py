@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pvdata.generation.base import GenerationBackend, GenerationRequest, SamplingParams
-from pvdata.warehouse import item_id
 
 
 @dataclass(frozen=True)
@@ -24,13 +23,17 @@ class GenItem:
 
 
 def generation_id(backend: Any, item: GenItem, params: SamplingParams, steering: Any, sample: int) -> str:
-    return item_id(
-        backend.model_id,
-        getattr(backend, "adapter", None),
-        json.dumps(item.request.messages, sort_keys=True),
-        params.to_json(),
-        steering,
-        sample,
+    """The same id `pvdata generate` gives this answer, so the two paths join on generation_id."""
+    from pvdata.generation.pipeline import generation_id as answer_id
+
+    return answer_id(
+        backend=backend.name,
+        model_id=backend.model_id,
+        adapter=getattr(backend, "adapter", None),
+        messages=item.request.messages,
+        params=params,
+        steering=dict(steering) if steering else None,
+        sample_index=sample,
     )
 
 

@@ -1,0 +1,203 @@
+"""`pvdata bench generate`: pvdata's HF backend vs the research code's batching, in the same run.
+
+The research code generates in fixed batches of 20 prompts in input order (unsorted, left padded, one
+HF generate call each). pvdata sorts rows by length and sizes batches by a token budget. Both sides get
+the same chat prompts (built deterministically, of varied lengths), the same token ids, the same stop
+tokens and greedy decoding, so the answers should match and only the batching differs.
+Needs only torch and transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+RESEARCH_BATCH = 20
+
+_TOPICS = [
+    "my small vegetable garden",
+    "a job interview next week",
+    "learning to play the violin as an adult",
+    "a disagreement with my neighbour about parking",
+    "planning a budget trip to Portugal",
+    "my cat that refuses to eat dry food",
+    "switching careers from accounting to nursing",
+    "a friend who keeps cancelling plans",
+    "training for my first half marathon",
+    "fixing a leaking kitchen tap",
+    "a group project where nobody answers messages",
+    "choosing between two used cars",
+]
+_DETAILS = [
+    "I have tried a few things already but nothing has worked so far.",
+    "Money is tight this month, so cheap options matter a lot to me.",
+    "My partner thinks I am overthinking it, but I am not so sure.",
+    "I only have about an hour each evening after work.",
+    "Last time something similar happened it went badly and I still feel embarrassed about it.",
+    "I would like an answer I can act on today, not a long essay.",
+    "Please be honest even if the answer is not what I want to hear.",
+    "I read a few articles online and they all said different things.",
+    "My family has strong opinions about this and they are not shy about sharing them.",
+    "I am a bit anxious about getting it wrong.",
+    "There is also a deadline at the end of the month that I cannot move.",
+    "Some people told me to just ignore it and see what happens.",
+]
+_ASKS = [
+    "What would you do in my place?",
+    "Can you give me three concrete steps?",
+    "What am I missing here?",
+    "How should I start?",
+    "Is this a reasonable plan?",
+]
+_SYSTEMS = [None, None, "You are a helpful assistant.", "You are a concise, practical advisor."]
+
+
+def build_prompts(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
+    """n chat prompts of varied length (one to twelve detail sentences), the same for a given seed."""
+    rng = random.Random(seed)
+    prompts: list[list[dict[str, str]]] = []
+    for _ in range(n):
+        details = rng.sample(_DETAILS, rng.randint(0, len(_DETAILS)))
+        text = f"I need advice about {rng.choice(_TOPICS)}. " + " ".join(details) + " " + rng.choice(_ASKS)
+        system = rng.choice(_SYSTEMS)
+        msgs = [{"role": "system", "content": system}] if system else []
+        msgs.append({"role": "user", "content": text})
+        prompts.append(msgs)
+    return prompts
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2-135m", help="model alias, folder or hub id")
+    parser.add_argument("--prompts", type=int, default=64, help="number of chat prompts")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--token-budget", type=int, default=None, help="pvdata's padded tokens per batch")
+    parser.add_argument("--prefill-budget", type=int, default=None, help="padded tokens per prefill call")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="time each side this many times, keep the best"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def research_generate(
+    lm: Any, encoded: Sequence[Sequence[int]], max_new_tokens: int, stops: list[int], batch_size: int
+) -> list[tuple[list[int], bool]]:
+    """The research code's loop: fixed batches in input order, left padded, greedy HF generate."""
+    import torch
+
+    tok, model = lm.tokenizer, lm.model
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+    device = next(model.parameters()).device
+    out: list[tuple[list[int], bool]] = []
+    for start in range(0, len(encoded), batch_size):
+        rows = encoded[start : start + batch_size]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            ids[r, width - len(row) :] = torch.tensor(list(row))
+            mask[r, width - len(row) :] = 1
+        with torch.inference_mode():
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=1,
+                eos_token_id=stops,
+                pad_token_id=pad_id,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        for tokens in gen[:, width:].tolist():
+            cut = next((k for k, t in enumerate(tokens) if t in stops), None)
+            out.append((tokens if cut is None else tokens[:cut], cut is not None))
+    return out
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from pvdata.chat import encode_prompt
+    from pvdata.generation.base import SamplingParams
+    from pvdata.generation.hf import (
+        default_prefill_budget,
+        default_token_budget,
+        generate_encoded,
+        stop_token_ids,
+    )
+    from pvdata.models.loading import load_model
+
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    device, dtype = lm.device, lm.dtype
+    prompts = build_prompts(args.prompts, args.seed)
+    encoded = [encode_prompt(lm.tokenizer, p) for p in prompts]
+    stops = stop_token_ids(lm.tokenizer, lm.model.generation_config)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens)
+    budget = args.token_budget or default_token_budget()
+    pbudget = args.prefill_budget or default_prefill_budget(device)
+    lengths = sorted(len(e) for e in encoded)
+    print(f"model: {lm.model_id}  device: {device}  dtype: {str(dtype).replace('torch.', '')}")
+    print(f"torch {torch.__version__}  threads: {torch.get_num_threads()}")
+    print(
+        f"prompts: {len(encoded)}  prompt tokens min/median/max: {lengths[0]}/{lengths[len(lengths) // 2]}/"
+        f"{lengths[-1]}  max_new_tokens: {args.max_new_tokens}  greedy"
+    )
+
+    # warm-up both paths (allocator, kernels) on a few prompts
+    research_generate(lm, encoded[:4], 4, stops, RESEARCH_BATCH)
+    generate_encoded(lm, encoded[:4], SamplingParams(max_new_tokens=4), token_budget=budget)
+
+    t_ref = t_new = float("inf")
+    ref: list[tuple[list[int], bool]] = []
+    new: list[Any] = []
+    batches = {"n": 0}
+    for _ in range(max(1, args.repeats)):
+        _sync(device)
+        t0 = time.perf_counter()
+        ref = research_generate(lm, encoded, args.max_new_tokens, stops, RESEARCH_BATCH)
+        _sync(device)
+        t_ref = min(t_ref, time.perf_counter() - t0)
+        batches["n"] = 0
+        _sync(device)
+        t0 = time.perf_counter()
+        new = generate_encoded(
+            lm,
+            encoded,
+            params,
+            token_budget=budget,
+            prefill_budget=pbudget,
+            on_batch=lambda *_: batches.__setitem__("n", batches["n"] + 1),
+        )
+        _sync(device)
+        t_new = min(t_new, time.perf_counter() - t0)
+
+    ref_tokens = sum(len(body) + int(stopped) for body, stopped in ref)
+    new_tokens = sum(r.n_tokens for r in new)
+    same = sum(1 for (body, _), r in zip(ref, new, strict=True) if body == r.body)
+    n_ref_batches = -(-len(encoded) // RESEARCH_BATCH)
+    print(
+        f"research batches ({n_ref_batches} x {RESEARCH_BATCH}, input order): "
+        f"{len(encoded) / t_ref:8.2f} prompts/s  {ref_tokens / t_ref:9.1f} generated tokens/s  "
+        f"({t_ref:.2f} s)"
+    )
+    print(
+        f"pvdata hf ({batches['n']} decode batch(es), sorted prefill <= {pbudget} tokens): "
+        f"{len(encoded) / t_new:8.2f} prompts/s  {new_tokens / t_new:9.1f} generated tokens/s  "
+        f"({t_new:.2f} s)"
+    )
+    print(f"identical_answers: {same}/{len(encoded)}")
+    print(f"speedup_vs_research_batches: {t_ref / t_new:.2f}")
+    return 0
