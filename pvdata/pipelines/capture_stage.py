@@ -60,7 +60,10 @@ def capture_into(
         if ok:
             stacked = {p: result.values[p][ok].numpy() for p in result.poolings}  # [n_ok, n_layers, H]
             n_ok, n_l = len(ok), len(result.layers)
-            sources, layer_col, pooling_col, values = [], [], [], []
+            sources: list[str] = []
+            layer_col: list[int] = []
+            pooling_col: list[str] = []
+            values: list[np.ndarray] = []
             for p in result.poolings:
                 sources.extend(part[i].source_id for i in ok for _ in range(n_l))
                 layer_col.extend(list(result.layers) * n_ok)

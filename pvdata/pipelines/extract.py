@@ -151,8 +151,10 @@ def run_extract(
 
     trait = load_trait(cfg.trait)
     filter_cfg = FilterConfig(
-        mode=cfg.resolved_filter(), threshold=cfg.threshold, coherence_min=cfg.coherence_min
-    )  # type: ignore[arg-type]
+        mode=cfg.resolved_filter(),  # type: ignore[arg-type]
+        threshold=cfg.threshold,
+        coherence_min=cfg.coherence_min,
+    )
     params = SamplingParams(
         n=cfg.n_per_question,
         temperature=cfg.temperature,
