@@ -44,3 +44,24 @@ def test_generation_stops_at_end_of_turn(smollm2):
     out = generate(smollm2, prompt, max_new_tokens=40)[0]
     assert out.finish_reason == "stop" and out.n_tokens < 40
     assert "<|im_end|>" not in out.text
+
+
+def test_extract_pipeline_vector_separates_heldout_answers(smollm2, tmp_path):
+    """The issue's setting: evil, 10 questions x 5 instructions x 1 greedy sample, 48 tokens, no judge."""
+    from pvdata.pipelines.extract import ExtractConfig, run_extract
+
+    cfg = ExtractConfig(
+        trait="evil",
+        model="smollm2-135m",
+        questions=10,
+        instructions=5,
+        n_per_question=1,
+        max_new_tokens=48,
+        judge="none",
+        layers=list(range(10, 21)),
+        poolings=["response_avg"],
+    )
+    result = run_extract(cfg, str(tmp_path / "wh"), lm=smollm2, log=lambda _m: None)
+    assert result.kept == {"pos": 50, "neg": 50}
+    scores = heldout_auroc(smollm2, result.vectors[0], list(range(12, 19)))
+    assert max(scores.values()) >= 0.9, scores
