@@ -16,6 +16,7 @@ from pvdata.errors import PvdataError
 # subcommand -> module that registers it (the module is imported only to build the parser)
 COMMANDS: dict[str, str] = {
     "extract": "pvdata.cli.extract",
+    "evaluate": "pvdata.cli.evaluate",
     "generate": "pvdata.cli.generate",
     "judge": "pvdata.cli.judge",
     "sql": "pvdata.cli.sql",
