@@ -135,8 +135,11 @@ def run_evaluate(
         spec = None
         if vector is not None and layer is not None and coef is not None:
             spec = SteeringSpec(
-                layers=(layer,), coef=coef, positions=cfg.positions, vector_id=vector.vector_id
-            )  # type: ignore[arg-type]
+                layers=(layer,),
+                coef=coef,
+                positions=cfg.positions,  # type: ignore[arg-type]
+                vector_id=vector.vector_id,
+            )
         backend = HFBackend(lm, steering=spec, vector=vector if spec else None, token_budget=cfg.token_budget)
         steering_json = backend.steering.to_json() if spec else None
         config = {
