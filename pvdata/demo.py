@@ -123,5 +123,11 @@ def run_demo(model: str = "smollm2-135m", out_dir: str = "warehouse/exports", co
     path = Path(out_dir) / f"evil-{model}.safetensors"
     vector.save(path)
     print(f"\nvector saved: {path}  ({time.perf_counter() - start:.0f} s)")
-    print("next: pvdata bench extract --model smollm2-135m   (batched capture vs the research loop)")
+    print(
+        "next: .venv/bin/pvdata extract --trait evil --model smollm2-135m --questions 10 --n-per-question 1 "
+        "--max-new-tokens 48   (the full pipeline, every step in the warehouse, ~75 s)"
+    )
+    print(
+        "      .venv/bin/pvdata bench extract --model smollm2-135m   (batched capture vs the research loop)"
+    )
     return 0
