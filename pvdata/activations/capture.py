@@ -17,7 +17,7 @@ import torch
 from pvdata.activations.batching import token_budget_batches
 from pvdata.chat import Conversation, encode_conversation
 from pvdata.errors import ConfigError
-from pvdata.models.layers import LayerInfo, find_layers
+from pvdata.models.layers import LayerInfo, find_layers, hidden_size
 
 POOLINGS: tuple[str, ...] = ("prompt_avg", "response_avg", "prompt_last")
 DEFAULT_TOKEN_BUDGET = {"cpu": 4096, "cuda": 65536}
@@ -158,7 +158,7 @@ def capture_encoded(
 
     n = len(samples)
     errors = _validate(samples, pools, limit)
-    hidden = _hidden_size(model, layer_info)
+    hidden = hidden_size(model)
     values = {p: torch.full((n, len(wanted), hidden), float("nan")) for p in pools}
     good = [i for i in range(n) if errors[i] is None]
     lengths = [len(samples[i][0]) + len(samples[i][1]) for i in good]
@@ -223,12 +223,6 @@ def capture_encoded(
         n_answer_tokens=[len(a) for _, a in samples],
         stats={"batches": float(len(batches)), "tokens": float(tokens)},
     )
-
-
-def _hidden_size(model: Any, layer_info: LayerInfo) -> int:
-    from pvdata.models.layers import hidden_size
-
-    return hidden_size(model)
 
 
 def _make_batch(

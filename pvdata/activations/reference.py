@@ -66,23 +66,10 @@ def capture_reference(
     results = [
         reference_sample(lm.model, p, a, layers, grad=grad, blocks=lm.layers.blocks) for p, a in samples
     ]
-    stacked: dict[str, torch.Tensor] = {}
-    for pooling in ("prompt_avg", "response_avg", "prompt_last"):
-        rows = []
-        for res in results:
-            per_layer = [res[pooling].get(layer) for layer in layers]
-            rows.append(
-                torch.stack(
-                    [
-                        v
-                        if v is not None
-                        else torch.full_like(
-                            per_layer[0] if per_layer[0] is not None else res["prompt_last"][layers[0]],
-                            float("nan"),
-                        )
-                        for v in per_layer
-                    ]
-                )
-            )
-        stacked[pooling] = torch.stack(rows)
-    return stacked
+    nan = torch.full_like(results[0]["prompt_last"][layers[0]], float("nan"))
+    return {
+        pooling: torch.stack(
+            [torch.stack([res[pooling].get(layer, nan) for layer in layers]) for res in results]
+        )
+        for pooling in ("prompt_avg", "response_avg", "prompt_last")
+    }

@@ -63,17 +63,16 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 class _NoTokenizer:
-    def __init__(self, config: Any) -> None:
-        self.pad_token_id = 0
+    """Random-shape models have no tokenizer; capture only needs a pad id."""
+
+    pad_token_id = 0
 
 
 def _wrap_shape(model: Any, name: str) -> Any:
     from pvdata.models.layers import find_layers
     from pvdata.models.loading import LoadedModel
 
-    return LoadedModel(
-        model=model, tokenizer=_NoTokenizer(model.config), model_id=name, layers=find_layers(model)
-    )
+    return LoadedModel(model=model, tokenizer=_NoTokenizer(), model_id=name, layers=find_layers(model))
 
 
 def make_samples(n: int, vocab: int, prompt: tuple[int, int], response: tuple[int, int], seed: int) -> list:
