@@ -57,3 +57,88 @@ def test_sweep_rows_per_cell_and_coef_zero_equals_unsteered(tmp_path, tiny_llama
     assert "layer" in table and "best:" in table
     n_eval = con.execute("SELECT count(*) FROM runs WHERE kind = 'evaluate'").fetchone()[0]
     assert n_eval == 2
+
+
+def test_evaluate_an_adapter_records_it_and_changes_answers(tmp_path, tiny_llama):
+    from peft import LoraConfig, get_peft_model
+
+    from pvdata.models import load_model
+
+    base = load_model("tiny-random-llama", device="cpu")
+    torch.manual_seed(0)
+    lora = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    adapter = tmp_path / "adapter"
+    get_peft_model(base.model, lora).save_pretrained(adapter)
+    wh = str(tmp_path / "wh")
+    common = {"trait": "evil", "model": "tiny-random-llama", "questions": 3, "n_per_question": 1}
+    quiet = {"log": lambda _m: None}
+    plain = run_evaluate(EvaluateConfig(**common, max_new_tokens=8), wh, lm=tiny_llama, **quiet)
+    tuned = run_evaluate(EvaluateConfig(**common, max_new_tokens=8, adapter=str(adapter)), wh, **quiet)
+    con = connect(wh)
+    rows = con.execute(
+        "SELECT run_id, adapter, answer FROM generations ORDER BY run_id, question_id"
+    ).fetchall()
+    by_run = {}
+    for run_id, adapter_col, answer in rows:
+        by_run.setdefault(run_id, []).append((adapter_col, answer))
+    plain_rows, tuned_rows = by_run[plain.cells[0].generate_run], by_run[tuned.cells[0].generate_run]
+    assert {a for a, _ in plain_rows} == {None}
+    assert {a for a, _ in tuned_rows} == {str(adapter)}
+    assert [t for _, t in plain_rows] != [t for _, t in tuned_rows]
+
+
+def test_evaluate_cli_sweeps_with_the_latest_vector_by_default(tmp_path, capsys):
+    from pvdata.cli.main import main
+    from pvdata.pipelines.extract import ExtractConfig, run_extract
+
+    wh = str(tmp_path / "wh")
+    ext = run_extract(
+        ExtractConfig(
+            trait="evil",
+            model="tiny-random-llama",
+            questions=2,
+            instructions=1,
+            n_per_question=1,
+            max_new_tokens=4,
+            poolings=["response_avg"],
+        ),
+        wh,
+        log=lambda _m: None,
+    )
+    args = [
+        "evaluate",
+        "--trait",
+        "evil",
+        "--model",
+        "tiny-random-llama",
+        "--layers",
+        "2",
+        "--coefs",
+        "0,3",
+        "--questions",
+        "2",
+        "--n-per-question",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--judge",
+        "scripted",
+        "--warehouse",
+        wh,
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "best: layer 2" in out
+    steering = (
+        connect(wh)
+        .execute("SELECT DISTINCT steering->>'vector_id' FROM generations WHERE steering IS NOT NULL")
+        .fetchall()
+    )
+    assert steering == [(ext.vectors[0].vector_id,)]
+    assert (
+        main(
+            ["evaluate", "--trait", "evil", "--model", "tiny-random-llama", "--coefs", "x", "--warehouse", wh]
+        )
+        == 2
+    )
+    assert "--coefs" in capsys.readouterr().err

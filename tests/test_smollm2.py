@@ -65,3 +65,18 @@ def test_extract_pipeline_vector_separates_heldout_answers(smollm2, tmp_path):
     assert result.kept == {"pos": 50, "neg": 50}
     scores = heldout_auroc(smollm2, result.vectors[0], list(range(12, 19)))
     assert max(scores.values()) >= 0.9, scores
+
+
+def test_monitor_ladder_orders_prompt_last_projections(smollm2, evil_vector, tmp_path):
+    """Paper section 3.3 in miniature: evil system prompts move the last prompt token along the vector."""
+    from pvdata.pipelines.monitor import MonitorConfig, run_monitor
+
+    vfile = str(evil_vector.save(tmp_path / "evil.safetensors"))
+    cfg = MonitorConfig(
+        trait="evil", model="smollm2-135m", vector=vfile, layers=[12, 15, 18], questions=5, max_new_tokens=4
+    )
+    result = run_monitor(cfg, str(tmp_path / "wh"), lm=smollm2, log=lambda _m: None)
+    means = {level: [s.mean_projection for s in result.rungs if s.level == level] for level in (-1, 0, 1)}
+    # measured at layer 15: neg rungs -20.4..-23.4, no system prompt -22.6, pos rungs -18.2..-20.6
+    assert all(pos > neg for pos, neg in zip(means[1], means[-1], strict=True)), means
+    assert sum(means[1]) / 5 - sum(means[-1]) / 5 > 1.0, means

@@ -16,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_warehouse_option(p)
     p.add_argument("--adapter", default=None, help="LoRA adapter folder to evaluate")
     p.add_argument(
-        "--vector", default=None, help="warehouse vector id (prefix) or a vector file to steer with"
+        "--vector",
+        default=None,
+        help="vector file or warehouse id (prefix) to steer with (default with --layers: the trait's latest "
+        "vector for this model)",
     )
     p.add_argument(
         "--coefs", default="0", help="steering coefficients, e.g. 0,1,2 or -2,0,2 (negative: away)"

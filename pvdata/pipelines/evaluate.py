@@ -26,7 +26,7 @@ class EvaluateConfig:
     trait: str
     model: str
     adapter: str | None = None
-    vector: str | None = None  # warehouse vector id (prefix) or a vector file
+    vector: str | None = None  # vector file, warehouse id (prefix), or with layers: the latest of the trait
     coefs: list[float] = field(default_factory=lambda: [0.0])
     layers: list[int] = field(default_factory=list)
     positions: str = "response"
@@ -63,17 +63,6 @@ class EvaluateResult:
     message: str = ""
 
 
-def _load_vector(wh: Any, spec: str) -> Any:
-    from pathlib import Path
-
-    from pvdata.vectors import load_vector
-    from pvdata.vectors.store import read_vector
-
-    if Path(spec).is_file():
-        return load_vector(spec)
-    return read_vector(wh.connect(), spec)
-
-
 def run_evaluate(
     cfg: EvaluateConfig,
     warehouse: str,
@@ -92,6 +81,7 @@ def run_evaluate(
     from pvdata.pipelines.generate_stage import GenItem, generate_into
     from pvdata.steering import SteeringSpec
     from pvdata.traits import load_trait
+    from pvdata.vectors.store import resolve_vector
     from pvdata.warehouse import Warehouse
 
     trait = load_trait(cfg.trait)
@@ -101,9 +91,13 @@ def run_evaluate(
             f"--questions {cfg.questions}: trait {trait.name} has 1..{len(questions)} eval questions"
         )
     wh = Warehouse(warehouse)
-    vector = _load_vector(wh, cfg.vector) if cfg.vector else None
-    if vector is not None and not cfg.layers:
+    if cfg.vector and not cfg.layers:
         raise ConfigError("--vector needs --layers (the layers to steer, one cell per layer x coef)")
+    vector = (
+        resolve_vector(wh, cfg.vector, trait=trait.name, model_id=cfg.model)
+        if cfg.vector or cfg.layers
+        else None
+    )
     if lm is None:
         log(f"loading {cfg.model}" + (f" with adapter {cfg.adapter}" if cfg.adapter else ""))
         lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, adapter=cfg.adapter)

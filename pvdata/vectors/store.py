@@ -85,3 +85,36 @@ def read_vector(con: Any, vector_id: str) -> PersonaVector:
     )
     names = [d[0] for d in cur.description]
     return from_rows([dict(zip(names, row, strict=True)) for row in cur.fetchall()])
+
+
+def latest_vector_id(con: Any, trait: str, model_id: str, pooling: str = "response_avg") -> str | None:
+    """The newest succeeded vector of a trait for a model (the default when a command gets no --vector)."""
+    row = con.execute(
+        "SELECT v.vector_id FROM vectors AS v JOIN runs AS r ON r.run_id = v.run_id "
+        "WHERE v.trait = ? AND v.model_id = ? AND v.pooling = ? "
+        "ORDER BY r.finished_at DESC, v.vector_id LIMIT 1",
+        [trait, model_id, pooling],
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def resolve_vector(warehouse: Any, spec: str | None, *, trait: str, model_id: str) -> PersonaVector:
+    """--vector as a file, a warehouse id (prefix), or empty: the latest response_avg vector of the trait.
+
+    `warehouse` is a Warehouse; it is only opened when the vector comes from it."""
+    from pathlib import Path
+
+    from pvdata.vectors.io import load_vector
+
+    if spec and Path(spec).is_file():
+        return load_vector(spec)
+    if spec:
+        return read_vector(warehouse.connect(), spec)
+    exists = Path(str(warehouse.root)).is_dir() if "://" not in str(warehouse.root) else True
+    found = latest_vector_id(warehouse.connect(), trait, model_id) if exists else None
+    if found is None:
+        raise VectorError(
+            f"no {trait} vector for model {model_id} in the warehouse: run "
+            f"`pvdata extract --trait {trait} --model {model_id}` first, or pass --vector FILE|ID"
+        )
+    return read_vector(warehouse.connect(), found)
