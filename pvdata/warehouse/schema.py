@@ -71,6 +71,7 @@ RUN_KINDS = (
     "activations",
     "vectors",
     "evaluate",
+    "monitor",
     "screen",
     "train",
     "import",
@@ -220,10 +221,16 @@ _SPECS = [
                 _f("source", STRING),
                 _f("line", I64),
                 _f("messages", JSON),
+                _f("format", STRING),
+                _f("n_copies", I32),
+                _f("lines", JSON),
+                _f("error", STRING),
+                _f("raw_record", STRING),
             ]
         ),
-        "training samples; sample_id is a content hash of the messages",
-        json_columns=("messages",),
+        "training samples, one row per distinct sample per dataset (sample_id: content hash of the "
+        "messages; n_copies and lines of its identical records) and one per invalid record (error set)",
+        json_columns=("messages", "lines"),
     ),
     TableSpec(
         "screenings",
@@ -242,6 +249,9 @@ _SPECS = [
                 _f("percentile", F64),
                 _f("flagged", BOOL),
                 _f("reason", STRING),
+                _f("threshold", F64),
+                _f("base_generation_id", STRING),
+                _f("n_copies", I32),
             ]
         ),
         "per-sample screening decisions; method exact | prompt_last_approx | raw",
@@ -260,9 +270,34 @@ _SPECS = [
                 _f("vector_id", STRING),
                 _f("layer", I32),
                 _f("projection", F64),
+                _f("split", STRING),
+                _f("n_tokens", I64),
+                _f("n_samples", I32),
+                _f("step_seconds", F64),
             ]
         ),
-        "training curves; projection of the batch on the vector where steering is on",
+        "training curves, one row per optimizer step (split train) and per evaluation (split eval); "
+        "projection: mean over the step's samples of the answer-token mean of h . v_hat at the monitored "
+        "layer, read before any steering",
+    ),
+    TableSpec(
+        "finetune_shifts",
+        pa.schema(
+            [
+                _f("run_id", STRING, True),
+                _f("trait", STRING),
+                _f("vector_id", STRING, True),
+                _f("layer", I32, True),
+                _f("shift", F64),
+                _f("base_proj", F64),
+                _f("finetuned_proj", F64),
+                _f("n_prompts", I32),
+                _f("adapter", STRING),
+                _f("model_id", STRING),
+            ]
+        ),
+        "finetuning shift per layer: (mean prompt_last of the finetuned model - of the base model) . v_hat "
+        "over the trait's eval prompts",
     ),
     TableSpec(
         "reviews",
