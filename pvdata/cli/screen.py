@@ -1,0 +1,119 @@
+"""`pvdata screen`: flag training samples that would push a model towards a trait, before finetuning."""
+
+from __future__ import annotations
+
+import argparse
+
+from pvdata.cli.options import add_model_options, add_warehouse_option, parse_int_list, warehouse_root
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Repeatable flags that also take comma lists: --vector a.st --vector b.st,c.st."""
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "screen",
+        help="screen a training dataset: per-sample projection differences on persona vectors, flags",
+        description="Score every distinct sample of DATASET on each trait's persona vector (exact: "
+        "against the model's own greedy answer; prompt_last_approx: against the last prompt token; raw: "
+        "the answer's projection), flag those above a threshold, and write flagged.jsonl, kept.jsonl, "
+        "unscreened.jsonl and summary.json. Every step is a warehouse run: rerunning the same command "
+        "resumes after a crash. See docs/SCREENING.md.",
+    )
+    p.add_argument(
+        "dataset",
+        metavar="DATASET",
+        help="JSONL with 'messages' (or 'prompt'/'answer'), CSV or Parquet with prompt and answer "
+        "columns, or a folder written by datasets' save_to_disk",
+    )
+    p.add_argument("--trait", default=None, help="trait(s), comma separated (default: the --vector files')")
+    add_model_options(p)
+    add_warehouse_option(p)
+    p.add_argument(
+        "--vector",
+        action="append",
+        default=None,
+        metavar="FILE|ID",
+        help="persona vector file or warehouse id, repeatable or comma separated (default: the latest "
+        "response_avg vector of each trait for --model in the warehouse)",
+    )
+    p.add_argument(
+        "--layer",
+        "--layers",
+        dest="layer",
+        default=None,
+        help="layer(s), e.g. 15 or 12,15 or 10-20 (default: the best layer of the latest evaluate run of "
+        "the trait, else the vector's layer nearest half the model's depth)",
+    )
+    p.add_argument(
+        "--method",
+        default="exact",
+        help="exact (default; generates the model's greedy answers) | prompt_last_approx | raw; a comma "
+        "list scores several from the same forward passes",
+    )
+    p.add_argument("--reference", default=None, metavar="CLEAN_DATASET", help="clean data for the percentile")
+    p.add_argument(
+        "--percentile",
+        type=float,
+        default=None,
+        help="flag scores above this percentile of the reference (without --reference: of the dataset); "
+        "the default is 95",
+    )
+    p.add_argument("--threshold", type=float, default=None, help="flag scores above this absolute value")
+    p.add_argument("--top-k", type=int, default=None, help="flag the K highest scores")
+    p.add_argument(
+        "--out", default=None, metavar="DIR", help="output folder (default: WAREHOUSE/exports/SCREEN_RUN_ID)"
+    )
+    p.add_argument("--executor", default="local", help="local (the only one so far)")
+    p.add_argument("--skip-invalid", action="store_true", help="screen the valid records, record the others")
+    p.add_argument("--backend", default="hf", help="base answers for exact: hf | vllm | openai:MODEL")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="length limit of the base answers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default=None, help="jsonl | csv | parquet | hf (default: from the name)")
+    p.add_argument("--prompt-column", default="prompt")
+    p.add_argument("--answer-column", default="answer")
+    p.add_argument("--system-column", default="system")
+    p.add_argument("--messages-column", default="messages")
+    p.add_argument("--hf-split", default=None, help="split of a DatasetDict folder")
+    p.add_argument("--chunk-size", type=int, default=64, help="samples per forward chunk (the resume unit)")
+    p.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch")
+    p.add_argument("--force", action="store_true", help="recompute every step as new runs")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pvdata.pipelines.screen import ScreenConfig, run_screen, summary_lines
+
+    cfg = ScreenConfig(
+        dataset=args.dataset,
+        model=args.model,
+        traits=_split([args.trait] if args.trait else None),
+        vectors=_split(args.vector),
+        layers=parse_int_list(args.layer, what="--layer") if args.layer else [],
+        methods=_split([args.method]),
+        reference=args.reference,
+        percentile=args.percentile,
+        threshold=args.threshold,
+        top_k=args.top_k,
+        backend=args.backend,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        skip_invalid=args.skip_invalid,
+        format=args.format,
+        prompt_column=args.prompt_column,
+        answer_column=args.answer_column,
+        system_column=args.system_column,
+        messages_column=args.messages_column,
+        hf_split=args.hf_split,
+        dtype=args.dtype,
+        device=args.device,
+        layers_path=args.layers_path,
+        token_budget=args.token_budget,
+        chunk_size=args.chunk_size,
+        executor=args.executor,
+    )
+    result = run_screen(cfg, warehouse_root(args.warehouse), out=args.out, force=args.force)
+    print("\n".join(summary_lines(result, cfg)))
+    return 0

@@ -1,0 +1,913 @@
+"""`pvdata screen`: which training samples would push a model towards a trait? (ALGORITHMS.md section 7)
+
+Stage runs, each with a deterministic id and lineage, so a rerun after a kill resumes where it stopped
+and a finished stage is never redone:
+
+1. `import` (per dataset, and per --reference): the records as `samples` rows (distinct samples with
+   their copies' lines; invalid records with their reason under --skip-invalid).
+2. `generate` (method exact only): the model's own greedy answer to every distinct prompt, split
+   dataset_base.
+3. `activations` (stage screen.projections): one forward pass per text (training answers, base answers)
+   capturing every needed layer once, projected onto every trait's vector: `projections` rows with
+   source_id = sample_id (training answers) or generation_id (base answers).
+4. `screen`: scores from the stored projections, thresholds, decisions: every `screenings` row in one
+   commit, after all scores exist.
+
+Then flagged.jsonl / kept.jsonl / unscreened.jsonl / summary.json are written atomically (see
+pvdata.screening.output). Everything a user can get wrong is checked by `plan_screen` before any model
+loads or any run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pvdata.errors import ConfigError, DataError, VectorError
+
+Log = Callable[[str], None]
+
+EXECUTORS: tuple[str, ...] = ("local",)
+DEFAULT_DEPTH = 0.75  # default layer: this fraction of the model's depth (measured: docs/SCREENING.md)
+DEFAULT_MAX_NEW_TOKENS = 256
+SNIPPET = 80
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class ScreenConfig:
+    """What `pvdata screen` was asked to do (the CLI flags, one field each)."""
+
+    dataset: str
+    model: str
+    traits: list[str] = field(default_factory=list)  # default: the traits of the --vector files
+    vectors: list[str] = field(default_factory=list)  # files or warehouse ids; default: latest per trait
+    layers: list[int] = field(default_factory=list)  # default: per trait, see default_layer
+    methods: list[str] = field(default_factory=lambda: ["exact"])
+    reference: str | None = None
+    percentile: float | None = None
+    threshold: float | None = None
+    top_k: int | None = None
+    backend: str = "hf"  # base answers for exact: hf | vllm | openai:MODEL
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    seed: int = 0
+    skip_invalid: bool = False
+    format: str | None = None
+    prompt_column: str = "prompt"
+    answer_column: str = "answer"
+    system_column: str = "system"
+    messages_column: str = "messages"
+    hf_split: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    layers_path: str | None = None
+    token_budget: int | None = None
+    chunk_size: int = 64
+    executor: str = "local"
+
+    def columns(self) -> Any:
+        from pvdata.samples import Columns
+
+        return Columns(self.prompt_column, self.answer_column, self.system_column, self.messages_column)
+
+    def threshold_spec(self) -> Any:
+        from pvdata.screening.thresholds import ThresholdSpec
+
+        return ThresholdSpec.from_flags(self.percentile, self.threshold, self.top_k)
+
+    def check(self) -> None:
+        """Flag-level checks that need no file, warehouse or model."""
+        from pvdata.generation.backends import backend_kind
+        from pvdata.screening.scoring import check_methods
+
+        check_methods(self.methods)
+        self.threshold_spec()
+        if self.executor not in EXECUTORS:
+            raise ConfigError(
+                f"--executor {self.executor!r} is not available: valid executors are {EXECUTORS}"
+            )
+        backend_kind(self.backend)
+        if self.chunk_size < 1:
+            raise ConfigError(f"--chunk-size {self.chunk_size} must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens {self.max_new_tokens} must be >= 1")
+        if not self.traits and not self.vectors:
+            raise ConfigError("give --trait T (the warehouse's latest vector of T) or --vector FILE")
+
+
+@dataclass
+class ScreenPlan:
+    """Everything resolved before a model loads: data, vectors, layers, threshold, output folder."""
+
+    cfg: ScreenConfig
+    dataset: Any
+    reference: Any
+    vectors: dict[str, Any]  # trait -> PersonaVector
+    vector_runs: dict[str, str | None]  # trait -> the warehouse run that made it (None: from a file)
+    layers: dict[str, list[int]]
+    layer_why: dict[str, str]
+    methods: tuple[str, ...]
+    spec: Any
+    dtype: str
+
+
+@dataclass
+class GroupSummary:
+    """One (trait, layer, method): its threshold and what it flagged."""
+
+    trait: str
+    vector_id: str
+    layer: int
+    method: str
+    threshold: float | None
+    basis: str
+    n_scored: int
+    n_unscored: int
+    n_flagged: int
+    n_flagged_records: int
+    mean_score: float | None
+    mean_score_records: float | None
+    mean_proj_diff: float | None
+    top: list[dict[str, Any]]
+
+
+@dataclass
+class ScreenResult:
+    run_id: str
+    stage_runs: dict[str, str]
+    counts: dict[str, int]
+    reference_counts: dict[str, int] | None
+    groups: list[GroupSummary]
+    records: dict[str, int]
+    outputs: Any
+    layer_why: dict[str, str]
+    message: str = ""
+
+
+# ---- planning: every check before any model loads ---------------------------------------------------
+
+
+def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
+    """Read the data, resolve vectors and layers, check everything; no model, no run."""
+    from pvdata.models.loading import resolve_device, resolve_dtype
+    from pvdata.samples import check_invalid, read_dataset
+    from pvdata.warehouse import Warehouse
+
+    cfg.check()
+    spec = cfg.threshold_spec()
+    dtype = str(resolve_dtype(cfg.dtype, resolve_device(cfg.device)))
+    for path, what in ((cfg.dataset, "dataset"), (cfg.reference, "--reference")):
+        if path is not None and not Path(path).expanduser().exists():
+            raise ConfigError(
+                f"{what} {path} not found: give a .jsonl, .csv or .parquet file or a datasets folder"
+            )
+    wh = Warehouse(warehouse)
+    vectors, runs = resolve_vectors(wh, cfg)
+    layers, why = {}, {}
+    for trait, vector in vectors.items():
+        layers[trait], why[trait] = choose_layers(wh, cfg, vector)
+    dataset = read_dataset(cfg.dataset, fmt=cfg.format, columns=cfg.columns(), hf_split=cfg.hf_split)
+    check_invalid(dataset, cfg.skip_invalid)
+    if not dataset.samples:
+        raise DataError(
+            f"{dataset.source}: no valid records to screen ({dataset.n_records} record(s), all invalid)"
+        )
+    reference = None
+    if cfg.reference is not None:
+        reference = read_dataset(cfg.reference, fmt=None, columns=cfg.columns(), hf_split=cfg.hf_split)
+        check_invalid(reference, cfg.skip_invalid)
+        if not reference.samples:
+            raise ConfigError(
+                f"--reference {cfg.reference} has no usable samples ({reference.n_records} record(s), "
+                f"{len(reference.invalid)} invalid): a percentile threshold needs clean scored samples"
+            )
+    return ScreenPlan(
+        cfg, dataset, reference, vectors, runs, layers, why, tuple(dict.fromkeys(cfg.methods)), spec, dtype
+    )
+
+
+def resolve_vectors(wh: Any, cfg: ScreenConfig) -> tuple[dict[str, Any], dict[str, str | None]]:
+    """trait -> vector: --vector files/ids by their trait, else the latest response_avg vector of the trait
+    for the model in the warehouse (the error names the `pvdata extract` command that makes one)."""
+    from pvdata.vectors.io import load_vector
+    from pvdata.vectors.store import latest_vector_id, read_vector
+
+    exists = wh.root.is_dir()
+    given: dict[str, Any] = {}
+    runs: dict[str, str | None] = {}
+    for spec in cfg.vectors:
+        if Path(spec).is_file():
+            vector, run_id = load_vector(spec), None
+        elif not exists:
+            raise ConfigError(f"--vector {spec}: no such file, and warehouse {wh.root} does not exist")
+        else:
+            con = wh.connect()
+            vector = read_vector(con, spec)
+            run_id = _vector_run(con, vector.vector_id)
+        if vector.trait in given:
+            raise ConfigError(
+                f"two vectors for trait {vector.trait!r} ({given[vector.trait].vector_id}, "
+                f"{vector.vector_id}): give one vector per trait"
+            )
+        if cfg.traits and vector.trait not in cfg.traits:
+            raise ConfigError(
+                f"--vector {spec} is a {vector.trait!r} vector but --trait is {','.join(cfg.traits)}: add "
+                f"{vector.trait} to --trait or drop the vector"
+            )
+        given[vector.trait], runs[vector.trait] = vector, run_id
+    traits = list(cfg.traits) or list(given)
+    out: dict[str, Any] = {}
+    for trait in traits:
+        if trait in given:
+            out[trait] = given[trait]
+            continue
+        from pvdata.traits import load_trait
+
+        load_trait(trait)  # an unknown trait is a ConfigError that lists the known ones
+        found = latest_vector_id(wh.connect(), trait, cfg.model) if exists else None
+        if found is None:
+            raise VectorError(
+                f"no {trait} vector for model {cfg.model} in warehouse {wh.root}: make one with "
+                f"`pvdata extract --trait {trait} --model {cfg.model} --warehouse {wh.root}`, or pass "
+                "--vector FILE"
+            )
+        con = wh.connect()
+        out[trait] = read_vector(con, found)
+        runs[trait] = _vector_run(con, found)
+    return out, {t: runs.get(t) for t in out}
+
+
+def _vector_run(con: Any, vector_id: str) -> str | None:
+    row = con.execute(
+        "SELECT v.run_id FROM vectors AS v JOIN runs AS r USING (run_id) WHERE v.vector_id = ? "
+        "ORDER BY r.finished_at LIMIT 1",
+        [vector_id],
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def choose_layers(wh: Any, cfg: ScreenConfig, vector: Any) -> tuple[list[int], str]:
+    """--layer if given (checked against the vector), else the default layer and why it was chosen."""
+    built = [layer for layer in vector.layers if layer > 0] or list(range(1, vector.n_layers + 1))
+    if cfg.layers:
+        for layer in cfg.layers:
+            if isinstance(layer, bool) or not 0 <= layer <= vector.n_layers:
+                raise ConfigError(
+                    f"--layer {layer} is out of range: the {vector.trait} vector {vector.vector_id} is for a "
+                    f"model with {vector.n_layers} blocks, valid layers are 0..{vector.n_layers}"
+                )
+            if vector.layers and layer not in vector.layers:
+                from pvdata.vectors import format_layers
+
+                raise ConfigError(
+                    f"--layer {layer}: the {vector.trait} vector {vector.vector_id} was built at layers "
+                    f"{format_layers(vector.layers)} only"
+                )
+        return sorted(dict.fromkeys(cfg.layers)), "--layer"
+    return default_layer(wh, cfg.model, vector, built)
+
+
+def default_layer(wh: Any, model: str, vector: Any, built: Sequence[int]) -> tuple[list[int], str]:
+    """The best layer of the latest succeeded `pvdata evaluate` of this trait and model (when the vector
+    has it), else the built layer nearest DEFAULT_DEPTH of the model's depth (SmolLM2: 23 of 30, where
+    all three methods separate held-out evil answers; Qwen2.5-7B: 21 of 28, near the paper's 20)."""
+    best = _evaluated_layer(wh, vector.trait, model) if wh.root.is_dir() else None
+    if best is not None and best in built:
+        return [best], f"best layer of the latest `pvdata evaluate` of {vector.trait} on {model}"
+    target = int(DEFAULT_DEPTH * vector.n_layers + 0.5)  # round half up: 30 blocks -> layer 23
+    layer = min(built, key=lambda x: (abs(x - target), x))
+    return [layer], f"default: {DEFAULT_DEPTH:g} of the depth ({vector.n_layers} blocks)"
+
+
+def _evaluated_layer(wh: Any, trait: str, model: str) -> int | None:
+    row = (
+        wh.connect()
+        .execute(
+            "SELECT CAST(json_extract(stats, '$.best.layer') AS INTEGER) FROM runs "
+            "WHERE kind = 'evaluate' AND status = 'succeeded' "
+            "AND json_extract_string(config, '$.config.trait') = ? "
+            "AND json_extract_string(config, '$.config.model') = ? "
+            "AND json_extract(stats, '$.best.layer') IS NOT NULL "
+            "ORDER BY finished_at DESC LIMIT 1",
+            [trait, model],
+        )
+        .fetchone()
+    )
+    return None if row is None or row[0] is None else int(row[0])
+
+
+# ---- running ------------------------------------------------------------------------------------------
+
+
+class _LazyModel:
+    """Loads the model on first use, so a rerun whose stages all succeeded loads nothing."""
+
+    def __init__(self, plan: ScreenPlan, lm: Any, log: Log) -> None:
+        self.plan, self._lm, self.log = plan, lm, log
+        self._checked = False
+
+    def get(self) -> Any:
+        if self._lm is None:
+            from pvdata.models import load_model
+
+            cfg = self.plan.cfg
+            self.log(f"loading {cfg.model}")
+            self._lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, layers_path=cfg.layers_path)
+        if not self._checked:
+            for trait, vector in self.plan.vectors.items():
+                vector.check_compatible(self._lm.n_layers, self._lm.hidden_size, self._lm.model_id)
+                for layer in self.plan.layers[trait]:
+                    self._lm.layers.check_layer(layer)
+            self._checked = True
+        return self._lm
+
+
+def run_screen(
+    cfg: ScreenConfig,
+    warehouse: str,
+    *,
+    out: str | None = None,
+    force: bool = False,
+    log: Log = _stderr,
+    lm: Any = None,
+    backend: Any = None,
+) -> ScreenResult:
+    """Run (or resume) a screen; `lm` (and a generation `backend` for exact) may be passed in."""
+    from pvdata.screening.output import check_out_dir
+    from pvdata.warehouse import Warehouse
+
+    plan = plan_screen(cfg, warehouse)
+    if out is not None:
+        check_out_dir(out, _inputs(plan))
+    wh = Warehouse(warehouse)
+    model = _LazyModel(plan, lm, log)
+    stage_runs: dict[str, str] = {}
+    errors: dict[str, dict[str, str]] = {}
+    datasets = [("dataset", plan.dataset)] + ([("reference", plan.reference)] if plan.reference else [])
+    for label, data in datasets:
+        stage_runs[f"{label}_samples"] = _samples_stage(wh, plan, data, label, force, log)
+        base_run = None
+        if "exact" in plan.methods:
+            base_run = _base_stage(
+                wh, plan, data, label, stage_runs[f"{label}_samples"], model, backend, force, log
+            )
+            stage_runs[f"{label}_base"] = base_run
+        proj_run, errors[label] = _projection_stage(
+            wh, plan, data, label, stage_runs[f"{label}_samples"], base_run, model, force, log
+        )
+        stage_runs[f"{label}_projections"] = proj_run
+    run_id, groups, flagged, unscored, message = _decision_stage(wh, plan, stage_runs, errors, force, log)
+
+    paths = check_out_dir(out if out is not None else Path(wh.root) / "exports" / run_id, _inputs(plan))
+    summary = _summary(plan, run_id, stage_runs, groups, len(unscored))
+    from pvdata.screening.output import write_outputs
+
+    records = write_outputs(paths, plan.dataset, flagged, unscored, summary)
+    log(
+        f"[5/5] wrote {paths.flagged.name} ({records['flagged']}), {paths.kept.name} ({records['kept']}), "
+        f"{paths.unscreened.name} ({records['unscreened']}), {paths.summary.name} -> {paths.out_dir}"
+    )
+    return ScreenResult(
+        run_id,
+        stage_runs,
+        plan.dataset.counts(),
+        plan.reference.counts() if plan.reference else None,
+        groups,
+        records,
+        paths,
+        plan.layer_why,
+        message,
+    )
+
+
+def _inputs(plan: ScreenPlan) -> list[str]:
+    return [plan.dataset.source] + ([plan.reference.source] if plan.reference else [])
+
+
+def _samples_stage(wh: Any, plan: ScreenPlan, data: Any, label: str, force: bool, log: Log) -> str:
+    from pvdata.samples import sample_rows
+
+    cfg = plan.cfg
+    config = {
+        "stage": "screen.samples",
+        "dataset_id": data.dataset_id,
+        "source": data.source,
+        "format": data.format,
+        "columns": asdict(cfg.columns()),
+        "hf_split": cfg.hf_split,
+        "skip_invalid": cfg.skip_invalid,
+    }
+    with wh.run("import", config, force=force) as run:
+        _note_resume(run, log)
+        if run.skipped:
+            log(f"[1/5] {label} samples: {run.message}")
+            return str(run.run_id)
+        done = run.done_ids("samples", "sample_id")
+        rows = [r for r in sample_rows(data) if r["sample_id"] not in done]
+        writer = run.writer("samples")
+        for start in range(0, len(rows), 10_000):
+            writer.write(rows[start : start + 10_000])
+        run.stats.update({**data.counts(), "dataset_id": data.dataset_id, "resumed_from": len(done)})
+        c = data.counts()
+        log(
+            f"[1/5] {label} {data.source}: {c['records']} records, {c['distinct']} distinct samples, "
+            f"{c['duplicates']} duplicates, {c['invalid']} invalid -> {run.run_id}"
+        )
+        return str(run.run_id)
+
+
+def _note_resume(run: Any, log: Log) -> None:
+    if run.status_before == "resumed":
+        log(f"      {run.message}")
+
+
+def _sampling(cfg: ScreenConfig) -> Any:
+    from pvdata.generation.base import SamplingParams
+
+    return SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+
+
+def _prompts(data: Any) -> list[Any]:
+    """One item per distinct prompt (first-seen order): samples sharing a prompt share one base answer."""
+    from pvdata.generation.base import GenerationRequest
+    from pvdata.pipelines.generate_stage import GenItem
+
+    items: dict[str, Any] = {}
+    for sample in data.samples:
+        pid = sample.prompt_id
+        if pid not in items:
+            meta = {
+                "split": "dataset_base",
+                "polarity": "none",
+                "question_id": pid,
+                "sample_id": sample.sample_id,
+            }
+            items[pid] = GenItem(GenerationRequest(tuple(dict(m) for m in sample.prompt)), meta)
+    return list(items.values())
+
+
+def _base_stage(
+    wh: Any,
+    plan: ScreenPlan,
+    data: Any,
+    label: str,
+    samples_run: str,
+    model: _LazyModel,
+    backend: Any,
+    force: bool,
+    log: Log,
+) -> str:
+    from pvdata.generation.base import GenerationError
+    from pvdata.pipelines.generate_stage import generate_into
+
+    cfg = plan.cfg
+    params = _sampling(cfg)
+    items = _prompts(data)
+    config = {
+        "stage": "screen.base_answers",
+        "dataset_id": data.dataset_id,
+        "backend": cfg.backend,
+        "model": cfg.model,
+        "sampling": params.to_json(),
+        "dtype": plan.dtype if cfg.backend == "hf" else None,
+    }
+    with wh.run("generate", config, parent_run_ids=[samples_run], model_id=cfg.model, force=force) as run:
+        _note_resume(run, log)
+        if run.skipped:
+            log(f"[2/5] {label} base answers: {run.message}")
+            return str(run.run_id)
+        log(
+            f"[2/5] {label}: greedy base answers to {len(items)} distinct prompts ({run.status_before}) "
+            f"-> {run.run_id}"
+        )
+        gen = backend if backend is not None else _make_backend(cfg, model)
+        run.writer("generations", chunk_rows=cfg.chunk_size)  # generate_into gets this one: commit per chunk
+        stats = generate_into(
+            run, gen, items, params, chunk=cfg.chunk_size, progress=_progress(log, "base answers")
+        )
+        run.stats.update(stats)
+        failed = stats["finish"].get("error", 0)
+        if failed:
+            raise GenerationError(
+                f"{failed} base answer(s) failed and were not written; the others are committed. Rerun the "
+                f"same command to retry them (run {run.run_id})"
+            )
+        return str(run.run_id)
+
+
+def _make_backend(cfg: ScreenConfig, model: _LazyModel) -> Any:
+    from pvdata.generation.backends import backend_kind, make_backend
+
+    kind = backend_kind(cfg.backend)
+    if kind == "hf":
+        return make_backend("hf", lm=model.get(), token_budget=cfg.token_budget)
+    return make_backend(cfg.backend, model=cfg.model, dtype=cfg.dtype)
+
+
+def _base_answers(wh: Any, base_run: str | None) -> dict[str, tuple[str, str]]:
+    """prompt_id -> (generation_id, answer) of a base-answer run."""
+    if base_run is None:
+        return {}
+    table = _run_rows(wh, "generations", base_run, ["question_id", "generation_id", "answer"])
+    return {
+        q: (g, a)
+        for q, g, a in zip(*(table[c] for c in ("question_id", "generation_id", "answer")), strict=True)
+    }
+
+
+def _run_rows(wh: Any, table: str, run_id: str, columns: list[str]) -> dict[str, list[Any]]:
+    """Columns of everything one run committed to a table (read straight from its files)."""
+    import pyarrow.parquet as pq
+
+    from pvdata.warehouse import table_files
+
+    infos = table_files(wh.root, table, run_id)
+    out: dict[str, list[Any]] = {c: [] for c in columns}
+    for info in infos:
+        t = pq.read_table(info.path, columns=columns)
+        for c in columns:
+            out[c].extend(t.column(c).to_pylist())
+    return out
+
+
+def _score_inputs(data: Any, base: dict[str, tuple[str, str]]) -> list[Any]:
+    from pvdata.screening.scoring import ScoreInput
+
+    inputs = []
+    for s in data.samples:
+        gid, answer = base.get(s.prompt_id, (None, None))
+        inputs.append(ScoreInput(s.sample_id, tuple(s.prompt), s.answer, answer, gid))
+    return inputs
+
+
+def _projection_stage(
+    wh: Any,
+    plan: ScreenPlan,
+    data: Any,
+    label: str,
+    samples_run: str,
+    base_run: str | None,
+    model: _LazyModel,
+    force: bool,
+    log: Log,
+) -> tuple[str, dict[str, str]]:
+    from pvdata.screening.scoring import pending, score_batch
+
+    cfg = plan.cfg
+    config = {
+        "stage": "screen.projections",
+        "dataset_id": data.dataset_id,
+        "samples_run": samples_run,
+        "base_run": base_run,
+        "vectors": {t: v.vector_id for t, v in plan.vectors.items()},
+        "layers": plan.layers,
+        "model": cfg.model,
+        "dtype": plan.dtype,
+    }
+    parents = [samples_run] + ([base_run] if base_run else []) + [r for r in plan.vector_runs.values() if r]
+    inputs = _score_inputs(data, _base_answers(wh, base_run))
+    with wh.run("activations", config, parent_run_ids=parents, model_id=cfg.model, force=force) as run:
+        _note_resume(run, log)
+        if run.skipped:
+            log(f"[3/5] {label} projections: {run.message}")
+            stats = (wh.get_run(run.run_id) or {}).get("stats") or "{}"
+            return str(run.run_id), dict(json.loads(stats).get("errors", {}))
+        lm = model.get()
+        _register_file_vectors(run, wh, plan)
+        done = run.done_ids("projections", "source_id")
+        todo = pending(inputs, done)
+        n_texts = len(todo) + len({s.base_id for s in todo if s.base_id and s.base_id not in done})
+        log(
+            f"[3/5] {label}: projections of {n_texts} texts ({run.status_before}, {len(inputs) - len(todo)} "
+            f"samples already done) -> {run.run_id}"
+        )
+        writer = run.writer("projections")
+        methods = ("raw", "exact") if base_run else ("raw",)
+        errors: dict[str, str] = {}
+        report = _progress(log, "projections")
+        for start in range(0, len(todo), cfg.chunk_size):
+            part = todo[start : start + cfg.chunk_size]
+            batch = score_batch(
+                lm, part, list(plan.vectors.values()), plan.layers, methods, token_budget=cfg.token_budget
+            )
+            rows = [r for r in batch.projections if r["source_id"] not in done]
+            done.update(r["source_id"] for r in rows)
+            if rows:
+                writer.write(rows)  # a chunk's texts in one call: committed whole or not at all
+                writer.flush()
+            errors.update(batch.errors)
+            report(start + len(part), len(todo))
+        run.stats.update({"samples": len(inputs), "resumed_from": len(inputs) - len(todo), "errors": errors})
+        return str(run.run_id), errors
+
+
+def _register_file_vectors(run: Any, wh: Any, plan: ScreenPlan) -> None:
+    """Vectors given as files are stored with the run, so SQL can join screenings to their values."""
+    from pvdata.vectors.store import vector_columns
+
+    known: set[str] = set(run.done_ids("vectors", "vector_id"))
+    con = wh.connect()
+    known.update(r[0] for r in con.execute("SELECT DISTINCT vector_id FROM vectors").fetchall())
+    writer = None
+    for trait, vector in plan.vectors.items():
+        if plan.vector_runs.get(trait) is None and vector.vector_id not in known:
+            writer = writer or run.writer("vectors")
+            writer.write_columns(vector_columns(vector))
+    if writer is not None:
+        writer.flush()
+
+
+def _projection_values(wh: Any, run_id: str) -> dict[tuple[str, str, int, str], float]:
+    t = _run_rows(wh, "projections", run_id, ["source_id", "vector_id", "layer", "kind", "value"])
+    return {
+        (s, v, int(layer), k): float(x)
+        for s, v, layer, k, x in zip(
+            t["source_id"], t["vector_id"], t["layer"], t["kind"], t["value"], strict=True
+        )
+        if x is not None
+    }
+
+
+def _scores(
+    wh: Any, plan: ScreenPlan, data: Any, label: str, stage_runs: dict[str, str], errors: dict[str, str]
+) -> list[dict[str, Any]]:
+    from pvdata.screening.scoring import scores_from_projections
+
+    base = _base_answers(wh, stage_runs.get(f"{label}_base"))
+    values = _projection_values(wh, stage_runs[f"{label}_projections"])
+    inputs = _score_inputs(data, base)
+    return scores_from_projections(
+        values, inputs, list(plan.vectors.values()), plan.layers, plan.methods, errors
+    )
+
+
+def _decision_stage(
+    wh: Any,
+    plan: ScreenPlan,
+    stage_runs: dict[str, str],
+    errors: dict[str, dict[str, str]],
+    force: bool,
+    log: Log,
+) -> tuple[str, list[GroupSummary], set[str], set[str], str]:
+    """Scores from stored projections, one threshold per (trait, layer, method), every row in one commit."""
+    from pvdata.screening.thresholds import decide
+
+    cfg, data = plan.cfg, plan.dataset
+    rows = _scores(wh, plan, data, "dataset", stage_runs, errors["dataset"])
+    ref_rows = (
+        _scores(wh, plan, plan.reference, "reference", stage_runs, errors["reference"])
+        if plan.reference
+        else None
+    )
+    config = {
+        "stage": "screen.decisions",
+        "dataset_id": data.dataset_id,
+        "reference_id": plan.reference.dataset_id if plan.reference else None,
+        "runs": stage_runs,
+        "vectors": {t: v.vector_id for t, v in plan.vectors.items()},
+        "layers": plan.layers,
+        "methods": list(plan.methods),
+        "threshold": plan.spec.to_json(),
+    }
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["trait"], row["layer"], row["method"]), []).append(row)
+    ref_groups: dict[tuple[str, int, str], list[float]] = {}
+    for row in ref_rows or []:
+        if row["score"] is not None:
+            ref_groups.setdefault((row["trait"], row["layer"], row["method"]), []).append(row["score"])
+    out_rows: list[dict[str, Any]] = []
+    summaries: list[GroupSummary] = []
+    flagged: set[str] = set()
+    scored: set[str] = set()
+    for (trait, layer, method), group in groups.items():
+        reference = None
+        if plan.reference is not None:
+            reference = ref_groups.get((trait, layer, method), [])
+            if not reference and plan.spec.kind == "percentile":
+                raise DataError(
+                    f"--reference {plan.reference.source}: no reference sample could be scored for {trait} "
+                    f"layer {layer} {method}, so there is no percentile to compare with"
+                )
+        label = f"{trait} L{layer} {method}"
+        result = decide(
+            [r["score"] for r in group],
+            plan.spec,
+            reference=reference,
+            label=label,
+            errors=[r["error"] for r in group],
+        )
+        for row, d in zip(group, result.decisions, strict=True):
+            sample = data.sample(row["sample_id"])
+            out_rows.append(
+                {
+                    "dataset_id": data.dataset_id,
+                    "sample_id": row["sample_id"],
+                    "vector_id": row["vector_id"],
+                    "trait": trait,
+                    "layer": layer,
+                    "method": method,
+                    "proj_train": row["proj_train"],
+                    "proj_base": row["proj_base"],
+                    "score": row["score"],
+                    "percentile": d.percentile,
+                    "flagged": d.flagged,
+                    "reason": d.reason,
+                    "threshold": d.threshold,
+                    "base_generation_id": row["base_generation_id"],
+                    "n_copies": sample.n_copies,
+                }
+            )
+            if d.flagged:
+                flagged.add(row["sample_id"])
+            if row["score"] is not None:
+                scored.add(row["sample_id"])
+        summaries.append(_group_summary(data, trait, group, layer, method, result))
+    unscored = {s.sample_id for s in data.samples} - scored
+    parents = list(dict.fromkeys(stage_runs.values()))
+    with wh.run("screen", config, parent_run_ids=parents, model_id=cfg.model, force=force) as run:
+        _note_resume(run, log)
+        if run.skipped:
+            log(f"[4/5] decisions: {run.message}")
+        else:
+            if not run.done_ids("screenings", "sample_id"):  # a kill after the commit: keep that one
+                run.writer("screenings").write(out_rows)  # one write call: one file, one commit
+            run.stats.update(
+                {
+                    "counts": data.counts(),
+                    "flagged_samples": len(flagged),
+                    "unscored_samples": len(unscored),
+                    "groups": [{k: v for k, v in asdict(g).items() if k != "top"} for g in summaries],
+                }
+            )
+            log(
+                f"[4/5] decisions: {len(out_rows)} screenings rows, {len(flagged)} samples flagged "
+                f"-> {run.run_id}"
+            )
+        return str(run.run_id), summaries, flagged, unscored, run.message
+
+
+def _mean(values: Sequence[float], weights: Sequence[int] | None = None) -> float | None:
+    if not values:
+        return None
+    w = weights or [1] * len(values)
+    return float(sum(v * k for v, k in zip(values, w, strict=True)) / sum(w))
+
+
+def _group_summary(
+    data: Any, trait: str, group: list[dict[str, Any]], layer: int, method: str, result: Any
+) -> GroupSummary:
+    scored = [(r, d) for r, d in zip(group, result.decisions, strict=True) if r["score"] is not None]
+    scores = [r["score"] for r, _ in scored]
+    copies = [data.sample(r["sample_id"]).n_copies for r, _ in scored]
+    diffs = [r["proj_train"] - r["proj_base"] for r, _ in scored if r["proj_base"] is not None]
+    flagged = sorted(((r, d) for r, d in scored if d.flagged), key=lambda rd: -rd[0]["score"])
+    top = []
+    for r, d in flagged[:5]:
+        sample = data.sample(r["sample_id"])
+        top.append(
+            {
+                "sample_id": r["sample_id"],
+                "line": sample.lines[0],
+                "score": r["score"],
+                "percentile": d.percentile,
+                "answer": _snippet(sample.answer),
+            }
+        )
+    return GroupSummary(
+        trait=trait,
+        vector_id=group[0]["vector_id"],
+        layer=layer,
+        method=method,
+        threshold=result.threshold,
+        basis=result.basis,
+        n_scored=len(scored),
+        n_unscored=len(group) - len(scored),
+        n_flagged=result.n_flagged,
+        n_flagged_records=sum(data.sample(r["sample_id"]).n_copies for r, d in scored if d.flagged),
+        mean_score=_mean(scores),
+        mean_score_records=_mean(scores, copies),
+        mean_proj_diff=_mean(diffs),
+        top=top,
+    )
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET else flat[: SNIPPET - 3] + "..."
+
+
+def _summary(
+    plan: ScreenPlan, run_id: str, stage_runs: dict[str, str], groups: list[GroupSummary], n_unscored: int
+) -> dict[str, Any]:
+    cfg = plan.cfg
+    traits: dict[str, Any] = {}
+    for g in groups:
+        entry = traits.setdefault(
+            g.trait,
+            {
+                "vector_id": g.vector_id,
+                "layers": plan.layers[g.trait],
+                "layer_choice": plan.layer_why[g.trait],
+                "results": [],
+            },
+        )
+        entry["results"].append({k: v for k, v in asdict(g).items() if k not in ("trait", "vector_id")})
+    for entry in traits.values():
+        # the dataset-level projection difference (ALGORITHMS.md section 7): the mean Delta over the
+        # distinct samples, from the first difference method screened (exact, else the approximation)
+        diffs = [r for r in entry["results"] if r["method"] != "raw"]
+        entry["mean_projection_difference"] = diffs[0]["mean_score"] if diffs else None
+    return {
+        "screen_run_id": run_id,
+        "dataset": {
+            "source": plan.dataset.source,
+            "format": plan.dataset.format,
+            "dataset_id": plan.dataset.dataset_id,
+        },
+        "reference": None
+        if plan.reference is None
+        else {
+            "source": plan.reference.source,
+            "dataset_id": plan.reference.dataset_id,
+            **plan.reference.counts(),
+        },
+        "model": cfg.model,
+        "methods": list(plan.methods),
+        "threshold": plan.spec.to_json(),
+        "records": {**plan.dataset.counts(), "unscored_samples": n_unscored},
+        "traits": traits,
+        "run_ids": {**stage_runs, "screen": run_id},
+    }
+
+
+def _progress(log: Log, what: str) -> Callable[[int, int], None]:
+    start = time.monotonic()
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] < 2.0:
+            return
+        last[0] = now
+        rate = done / max(now - start, 1e-9)
+        left = (total - done) / rate if rate > 0 else math.nan
+        log(f"      {what}: {done}/{total}  {rate:.2f}/s  ~{left:.0f}s left")
+
+    return report
+
+
+def summary_lines(result: ScreenResult, cfg: ScreenConfig) -> list[str]:
+    """The closing summary: counts, per trait and layer the threshold, flags, mean score and top flags."""
+
+    def num(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:+.4g}"
+
+    c = result.counts
+    lines = [f"screen run {result.run_id}: {cfg.dataset}, model {cfg.model}"]
+    if result.message:
+        lines.append(f"  {result.message}")
+    unscored = result.records.get("unscreened", 0) - c["invalid"]
+    lines.append(
+        f"  samples: {c['records']} records -> {c['distinct']} distinct, {c['duplicates']} duplicates, "
+        f"{c['invalid']} invalid" + (f", {unscored} could not be scored" if unscored else "")
+    )
+    if result.reference_counts is not None:
+        r = result.reference_counts
+        lines.append(f"  reference {cfg.reference}: {r['distinct']} distinct samples")
+    for trait in dict.fromkeys(g.trait for g in result.groups):
+        groups = [g for g in result.groups if g.trait == trait]
+        lines.append(f"  {trait} (vector {groups[0].vector_id}; layer: {result.layer_why.get(trait, '')}):")
+        for g in groups:
+            threshold = "none" if g.threshold is None else f"{g.threshold:.4g}"
+            lines.append(
+                f"    {g.method} L{g.layer}: threshold {threshold} ({g.basis}); flagged {g.n_flagged} of "
+                f"{g.n_scored} samples ({g.n_flagged_records} record{'' if g.n_flagged_records == 1 else 's'}"
+                f"); mean score {num(g.mean_score)}"
+            )
+            for t in g.top:
+                lines.append(f"      {t['score']:+9.4g}  line {t['line']:<6} {t['answer']!r}")
+    out = result.outputs
+    rec = result.records
+    lines.append(
+        f"  files in {out.out_dir}: {out.flagged.name} ({rec['flagged']} records), {out.kept.name} "
+        f"({rec['kept']}), {out.unscreened.name} ({rec['unscreened']}), {out.summary.name}"
+    )
+    run = result.run_id
+    lines += [
+        "next:",
+        f'  pvdata sql "SELECT s.line, c.trait, c.layer, c.score, c.reason FROM screenings c JOIN samples s '
+        f"USING (sample_id, dataset_id) WHERE c.run_id = '{run}' AND c.flagged ORDER BY c.score DESC\"",
+        "  pvdata sql --query-name screening_summary",
+        f"  pvdata runs show {run}",
+    ]
+    return lines

@@ -1,0 +1,51 @@
+"""Training samples to screen: readers per format, validation with file and line, content ids, dedup.
+
+    >>> ds = read_dataset("train.jsonl")          # JSONL messages, CSV/Parquet prompt+answer, HF folders
+    >>> check_invalid(ds, skip_invalid=False)      # one DataError naming file and line of every bad record
+    >>> ds.samples[0].sample_id, ds.samples[0].lines   # content hash of the messages, every copy's line
+
+See docs/SCREENING.md.
+"""
+
+from pvdata.samples.dataset import (
+    FORMATS,
+    Dataset,
+    Record,
+    Sample,
+    canonical_messages,
+    messages_json,
+    prompt_id_of,
+    sample_id_of,
+)
+from pvdata.samples.readers import (
+    InvalidRecordsError,
+    check_invalid,
+    content_hash,
+    detect_format,
+    read_dataset,
+)
+from pvdata.samples.records import ROLES, Columns, RecordError, parse_messages, parse_record
+from pvdata.samples.store import invalid_sample_id, sample_rows
+
+__all__ = [
+    "FORMATS",
+    "ROLES",
+    "Columns",
+    "Dataset",
+    "InvalidRecordsError",
+    "Record",
+    "RecordError",
+    "Sample",
+    "canonical_messages",
+    "check_invalid",
+    "content_hash",
+    "detect_format",
+    "invalid_sample_id",
+    "messages_json",
+    "parse_messages",
+    "parse_record",
+    "prompt_id_of",
+    "read_dataset",
+    "sample_id_of",
+    "sample_rows",
+]

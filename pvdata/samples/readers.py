@@ -1,0 +1,234 @@
+"""Readers: JSONL (the research format), CSV, Parquet and local HF datasets -> a `Dataset`.
+
+Every reader keeps going past a bad record (so one pass finds them all) and records why it is bad;
+`check_invalid` then turns them into one error naming file and lines, unless the caller skips them.
+The input is only ever read. dataset_id is a content hash of the bytes (a folder: every file's
+relative path and bytes), so a moved or renamed copy of the same data has the same id.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pvdata.errors import ConfigError, DataError
+from pvdata.samples.dataset import FORMATS, Dataset, build_dataset
+from pvdata.samples.records import Columns, Message, RecordError, parse_record
+
+Parsed = tuple[int, str, tuple[tuple[Message, ...], str] | None, str | None]
+
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+MAX_LISTED = 10
+
+
+class InvalidRecordsError(DataError):
+    """Some records cannot be screened; lists file and line of each (the first MAX_LISTED)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        bad = dataset.invalid
+        lines = [f"  {dataset.source}:{r.line}: {r.error}" for r in bad[:MAX_LISTED]]
+        if len(bad) > MAX_LISTED:
+            lines.append(f"  ... and {len(bad) - MAX_LISTED} more")
+        what = "line" if dataset.format in ("jsonl", "csv") else "row"
+        super().__init__(
+            f"{len(bad)} invalid record(s) of {dataset.n_records} in {dataset.source} ({what} numbers):\n"
+            + "\n".join(lines)
+            + "\nfix them, or pass --skip-invalid to screen the valid records and record these with "
+            "their reason (samples.error)"
+        )
+        self.dataset = dataset
+
+
+def detect_format(path: Path, fmt: str | None = None) -> str:
+    """--format if given, else from the suffix; a folder is a `datasets.save_to_disk` dataset."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ConfigError(f"--format {fmt!r} is not valid: valid formats are {', '.join(FORMATS)}")
+        return fmt
+    if path.is_dir():
+        return "hf"
+    found = SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise ConfigError(
+            f"cannot tell the format of {path} from its suffix {path.suffix!r}: use .jsonl, .csv, .parquet, "
+            f"a folder written by datasets' save_to_disk, or pass --format ({', '.join(FORMATS)})"
+        )
+    return found
+
+
+def content_hash(path: Path) -> str:
+    """16 hex chars of sha256 over the file's bytes, or over each file (relative path + bytes) of a folder."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            rel = f.relative_to(path).as_posix().encode()
+            h.update(b"\0file\0" + rel + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def read_dataset(
+    path: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    columns: Columns | None = None,
+    hf_split: str | None = None,
+) -> Dataset:
+    """Read every record of a dataset file or folder; invalid records carry their reason."""
+    columns = columns or Columns()
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ConfigError(f"dataset {p} not found: give a .jsonl, .csv or .parquet file or a datasets folder")
+    kind = detect_format(p, fmt)
+    dataset_id = content_hash(p)
+    source = str(p.resolve())
+    if kind == "jsonl":
+        parsed = list(_jsonl(p, columns))
+    elif kind == "csv":
+        parsed = list(_csv(p, columns))
+    elif kind == "parquet":
+        parsed = _rows(_parquet_rows(p), columns)
+    else:
+        parsed = _rows(_hf_rows(p, hf_split), columns)
+    return build_dataset(source, kind, dataset_id, parsed)
+
+
+def check_invalid(dataset: Dataset, skip_invalid: bool) -> None:
+    """By default any invalid record is an error naming file and lines; with skip_invalid they are kept
+    as records with their reason and left out of the screen."""
+    if dataset.invalid and not skip_invalid:
+        raise InvalidRecordsError(dataset)
+
+
+def _parse(obj: Any, columns: Columns) -> tuple[tuple[tuple[Message, ...], str] | None, str | None]:
+    try:
+        return parse_record(obj, columns), None
+    except RecordError as exc:
+        return None, str(exc)
+
+
+def _jsonl(path: Path, columns: Columns) -> Iterator[Parsed]:
+    """One record per non-blank line; the raw line text is kept byte for byte (surrogateescape)."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for number, line_bytes in enumerate(lines, start=1):
+        raw = line_bytes.decode("utf-8", errors="surrogateescape")
+        text = raw.lstrip("\ufeff") if number == 1 else raw
+        if not text.strip():
+            continue  # blank lines are not records
+        try:
+            line_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, raw, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield number, raw, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+            continue
+        chat, error = _parse(obj, columns)
+        yield number, raw, chat, error
+
+
+def _csv(path: Path, columns: Columns) -> Iterator[Parsed]:
+    """A header row, then one record per row; `line` is where the row starts (quoted cells may span lines)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+        _check_columns(path, header, columns)
+        previous_end = reader.line_num
+        for cells in reader:
+            start, previous_end = previous_end + 1, reader.line_num
+            if not cells:
+                continue  # a blank line is not a record
+            if len(cells) != len(header):
+                raw = json.dumps(cells, ensure_ascii=False)  # no object to rebuild: keep the cells as a list
+                yield start, raw, None, f"{len(cells)} cells but the header has {len(header)} columns"
+                continue
+            row = dict(zip(header, cells, strict=True))
+            raw = json.dumps(row, ensure_ascii=False)
+            if row.get(columns.system) == "":
+                del row[columns.system]  # an empty cell is no system prompt (CSV has no null)
+            chat, error = _parse(row, columns)
+            yield start, raw, chat, error
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+
+
+def _check_columns(path: Path, names: Sequence[str], columns: Columns) -> None:
+    if columns.messages in names or (columns.prompt in names and columns.answer in names):
+        return
+    raise DataError(
+        f"{path}: no '{columns.messages}' column and no '{columns.prompt}' + '{columns.answer}' columns; "
+        f"its columns are: {', '.join(names) or 'none'} (name them with --prompt-column/--answer-column)"
+    )
+
+
+def _parquet_rows(path: Path) -> tuple[Path, list[str], Iterator[dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for batch in pf.iter_batches(batch_size=4096):
+            yield from batch.to_pylist()
+
+    return path, list(pf.schema_arrow.names), rows()
+
+
+def _hf_rows(path: Path, split: str | None) -> tuple[Path, list[str], Iterator[dict[str, Any]]]:
+    try:
+        import datasets
+    except ImportError:
+        from pvdata.errors import MissingExtraError
+
+        raise MissingExtraError("datasets", "datasets") from None
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as exc:  # FileNotFoundError, ValueError... depending on what the folder holds
+        raise DataError(
+            f"{path} is not a dataset folder written by datasets' save_to_disk ({type(exc).__name__}: {exc})"
+        ) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        names = list(loaded.keys())
+        pick = split or (names[0] if len(names) == 1 else "train" if "train" in names else None)
+        if pick not in loaded:
+            raise ConfigError(
+                f"{path} holds splits {', '.join(names)}: pass --hf-split NAME to pick one"
+                + (f" (got {split!r})" if split else "")
+            )
+        ds = loaded[pick]
+    else:
+        if split is not None:
+            raise ConfigError(f"{path} is a single dataset, not a DatasetDict: drop --hf-split")
+        ds = loaded
+    return path, list(ds.column_names), iter(ds)
+
+
+def _rows(source: tuple[Path, list[str], Iterator[dict[str, Any]]], columns: Columns) -> list[Parsed]:
+    path, names, rows = source
+    _check_columns(path, names, columns)
+    out: list[Parsed] = []
+    for number, row in enumerate(rows, start=1):
+        raw = json.dumps(row, ensure_ascii=False, default=str)
+        chat, error = _parse(row, columns)
+        out.append((number, raw, chat, error))
+    return out

@@ -1,0 +1,125 @@
+"""One training record -> (prompt messages, answer): the validation every input format shares.
+
+A record is either a chat (`messages`: system, user and assistant turns) or a prompt/answer pair. The
+answer is the LAST assistant turn and the prompt is everything before it, so a multi-turn chat is
+screened on the turn a finetune would learn last, conditioned on the whole conversation before it.
+Every problem is a `RecordError` naming the field and what is valid; the reader adds file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+Message = dict[str, str]
+
+
+class RecordError(ValueError):
+    """A record that cannot be screened; `field` is where the problem is (None for the whole record)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"field {self.field}: {self.message}" if self.field else self.message
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which keys of a prompt/answer record hold what (CSV, Parquet and HF datasets name them freely)."""
+
+    prompt: str = "prompt"
+    answer: str = "answer"
+    system: str = "system"
+    messages: str = "messages"
+
+
+def _text(value: Any, field: str) -> str:
+    if value is None:
+        raise RecordError("is missing or null; give a non-empty string", field)
+    if not isinstance(value, str):
+        raise RecordError(f"must be a string, got {type(value).__name__}", field)
+    if not value.strip():
+        raise RecordError("is empty; give the text of the turn", field)
+    return value
+
+
+def parse_messages(value: Any, field: str = "messages") -> tuple[tuple[Message, ...], str]:
+    """(prompt messages, answer) of a chat; the answer is the last assistant turn.
+
+    Valid: a non-empty list of {role, content} with role system | user | assistant, non-empty string
+    content, a system turn only first, at least one assistant turn, a user turn right before the last
+    assistant turn, and nothing after it (the answer must end the chat).
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)  # CSV cells and string columns hold the list as JSON text
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"is not a JSON list of messages ({exc.msg})", field) from None
+    if isinstance(value, Mapping) or not isinstance(value, Sequence) or isinstance(value, bytes):
+        raise RecordError("must be a list of {role, content} objects", field)
+    if not value:
+        raise RecordError("is an empty list; give at least a user and an assistant turn", field)
+    messages: list[Message] = []
+    for k, msg in enumerate(value):
+        at = f"{field}[{k}]"
+        if not isinstance(msg, Mapping):
+            raise RecordError(f"must be an object with 'role' and 'content', got {type(msg).__name__}", at)
+        role = msg.get("role")
+        if role not in ROLES:
+            raise RecordError(f"is {role!r}: valid roles are {', '.join(ROLES)}", f"{at}.role")
+        content = _text(msg.get("content"), f"{at}.content")
+        if role == "system" and k != 0:
+            raise RecordError("a system turn may only come first", f"{at}.role")
+        messages.append({"role": str(role), "content": content})
+    last = max((k for k, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        raise RecordError("has no assistant turn: the answer to screen is the last assistant message", field)
+    if last != len(messages) - 1:
+        raise RecordError(
+            f"has a {messages[-1]['role']} turn after the last assistant turn: the answer must end the chat",
+            f"{field}[{len(messages) - 1}]",
+        )
+    if last == 0 or messages[last - 1]["role"] != "user":
+        before = "nothing" if last == 0 else f"a {messages[last - 1]['role']} turn"
+        raise RecordError(
+            f"the last assistant turn follows {before}: it must answer a user turn", f"{field}[{last}]"
+        )
+    return tuple(messages[:last]), messages[last]["content"]
+
+
+def parse_record(obj: Any, columns: Columns = Columns()) -> tuple[tuple[Message, ...], str]:
+    """(prompt messages, answer) of one decoded record: a chat or a prompt/answer pair."""
+    if not isinstance(obj, Mapping):
+        raise RecordError(
+            f"expected a JSON object with '{columns.messages}' or '{columns.prompt}' and "
+            f"'{columns.answer}', got {type(obj).__name__}"
+        )
+    has_messages = obj.get(columns.messages) is not None
+    has_pair = columns.prompt in obj or columns.answer in obj
+    if has_messages and has_pair:
+        raise RecordError(
+            f"give either '{columns.messages}' or '{columns.prompt}'/'{columns.answer}', not both"
+        )
+    if has_messages:
+        return parse_messages(obj[columns.messages], columns.messages)
+    if not has_pair:
+        keys = ", ".join(sorted(map(str, obj))) or "none"
+        raise RecordError(
+            f"missing field '{columns.messages}' (or '{columns.prompt}' and '{columns.answer}'); "
+            f"the record has keys: {keys}"
+        )
+    prompt = _text(obj.get(columns.prompt), columns.prompt)
+    answer = _text(obj.get(columns.answer), columns.answer)
+    system = obj.get(columns.system)
+    msgs: list[Message] = []
+    if system is not None and not (isinstance(system, str) and not system.strip()):
+        msgs.append({"role": "system", "content": _text(system, columns.system)})
+    msgs.append({"role": "user", "content": prompt})
+    return tuple(msgs), answer
