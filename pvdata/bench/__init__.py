@@ -14,6 +14,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "warehouse": ("pvdata.bench.warehouse", "projection writes and the projection-vs-score query"),
     "judge": ("pvdata.bench.judge", "judgments/s against the loopback fake OpenAI server"),
     "generate": ("pvdata.bench.generate", "HF generation vs the research code's fixed unsorted batches"),
+    "train": ("pvdata.bench.train", "LoRA training step time, plain vs preventative steering + monitoring"),
 }
 
 
