@@ -25,7 +25,8 @@ def no_model_loads(monkeypatch):
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_pipelines_validate_without_loading_a_model(path, no_model_loads, capsys):
+def test_shipped_pipelines_validate_without_loading_a_model(path, no_model_loads, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)  # shipped files name data and configs relative to the repository root
     assert main(["run", "--validate", str(path)]) == 0
     assert "ok" in capsys.readouterr().out
 
@@ -61,11 +62,41 @@ BAD = {
         "used twice",
     ),
     "yaml": ("steps: [\n", "not valid YAML"),
+    "adapter_ref": (
+        "steps:\n  - extract: {trait: evil, model: tiny-random-llama, id: v}\n"
+        "  - evaluate: {trait: evil, model: tiny-random-llama, adapter: $v}\n",
+        "adapter $v names no earlier step that makes an adapter",
+    ),
+    "screen_ref": (
+        "steps:\n  - screen: {dataset: pvdata/data/demo_chat.jsonl, model: tiny-random-llama, "
+        "vectors: [$nope]}\n",
+        "vectors item $nope",
+    ),
+    "screen_threshold": (
+        "steps:\n  - screen: {dataset: pvdata/data/demo_chat.jsonl, model: tiny-random-llama, traits: evil, "
+        "top_k: 3, threshold: 1.0}\n",
+        "steps[0] (screen)",
+    ),
+    "train_field": (
+        "steps:\n  - train: {model: tiny-random-llama, data: pvdata/data/train_evil.jsonl, "
+        "steering: {mode: add, trait: evil}}\n",
+        "needs a coef",
+    ),
+    "train_unknown": (
+        "steps:\n  - train: {model: tiny-random-llama, data: pvdata/data/train_evil.jsonl, "
+        "optim: {lrr: 1}}\n",
+        "unknown field 'optim.lrr'",
+    ),
+    "train_data": (
+        "steps:\n  - train: {model: tiny-random-llama, data: nowhere.jsonl}\n",
+        "data nowhere.jsonl does not exist",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_files_name_file_line_and_field(case, tmp_path, no_model_loads, capsys):
+def test_bad_files_name_file_line_and_field(case, tmp_path, no_model_loads, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)  # the cases name the repository's data files by relative path
     text, expected = BAD[case]
     path = tmp_path / f"{case}.yaml"
     path.write_text(text)
@@ -134,3 +165,51 @@ steps:
     assert con.execute("SELECT count(*) FROM generations_all").fetchone()[0] == counts["generations"]
     new_runs = con.execute("SELECT count(*) FROM runs_all").fetchone()[0] - counts["runs"]
     assert new_runs == 0, "a rerun of a finished pipeline records nothing new"
+
+
+def test_screen_and_train_steps_take_the_extracted_vector_and_the_trained_adapter(tmp_path, capsys):
+    """extract -> screen with its vector -> train steered by it -> evaluate the adapter the train made."""
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join((REPO / "pvdata/data/demo_chat.jsonl").read_text().splitlines(True)[:8]))
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join((REPO / "pvdata/data/train_evil.jsonl").read_text().splitlines(True)[:4]))
+    out = tmp_path / "screened"
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        f"""
+steps:
+  - extract: {{id: vec, trait: evil, model: tiny-random-llama, judge: scripted, filter: none, questions: 2,
+              instructions: 1, n_per_question: 1, max_new_tokens: 4, poolings: [response_avg]}}
+  - screen: {{dataset: {data}, model: tiny-random-llama, vectors: [$vec], layers: [2],
+             methods: [prompt_last_approx, raw], top_k: 2, out: {out}}}
+  - train:
+      id: ft
+      model: tiny-random-llama
+      data: {train}
+      max_length: 256
+      optim: {{max_steps: 2, batch_size: 2, grad_accum: 1, warmup_steps: 0}}
+      steering: {{mode: add, trait: evil, vector: $vec, coef: 2.0, layers: [2]}}
+      monitor: {{shift_questions: 2}}
+  - evaluate: {{trait: evil, model: tiny-random-llama, adapter: $ft, questions: 2, n_per_question: 1,
+               max_new_tokens: 4, judge: scripted}}
+"""
+    )
+    wh = str(tmp_path / "wh")
+    assert main(["run", str(path), "--warehouse", wh]) == 0
+    con = connect(wh)
+    (vector_id,) = con.execute("SELECT DISTINCT vector_id FROM vectors").fetchone()
+    screened = con.execute("SELECT DISTINCT vector_id, layer FROM screenings").fetchall()
+    assert screened == [(vector_id, 2)]
+    per_method = con.execute(
+        "SELECT method, count(*) FROM screenings WHERE flagged GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert per_method == [("prompt_last_approx", 2), ("raw", 2)]  # top_k 2 per method
+    union = con.execute("SELECT count(DISTINCT sample_id) FROM screenings WHERE flagged").fetchone()[0]
+    assert len((out / "flagged.jsonl").read_text().splitlines()) == union
+    steered = con.execute("SELECT config->>'$.steering.vector_id' FROM runs WHERE kind = 'train'").fetchone()
+    assert steered == (vector_id,)
+    steps = con.execute("SELECT count(*) FROM train_metrics WHERE split = 'train'").fetchone()[0]
+    assert steps == 2
+    (adapter,) = con.execute("SELECT DISTINCT adapter FROM generations WHERE split = 'eval'").fetchone()
+    assert adapter is not None and Path(adapter).is_dir()
+    assert "step 4/4: evaluate" in capsys.readouterr().out

@@ -41,6 +41,23 @@ def _set_fields(config: object) -> dict[str, object]:
     """The fields that differ from their defaults (what the file actually sets)."""
     import dataclasses
 
+    from pvdata.pipelines.spec import ScreenStep
+
+    if isinstance(config, ScreenStep):
+        return {**_set_fields(config.config), **({"out": config.out} if config.out else {})}
+    dump = getattr(config, "model_dump", None)
+    if dump is not None:  # pydantic (training): the non-default fields, nested sections flattened
+        flat: dict[str, object] = {}
+
+        def walk(prefix: str, node: object) -> None:
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    walk(f"{prefix}{key}.", value)
+            else:
+                flat[prefix[:-1]] = node
+
+        walk("", dump(exclude_defaults=True, mode="json"))
+        return flat
     out = {}
     for f in dataclasses.fields(config):  # type: ignore[arg-type]
         value = getattr(config, f.name)

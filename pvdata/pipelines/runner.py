@@ -1,13 +1,15 @@
-"""Run a checked pipeline file: steps in order, one model load per (model, adapter, dtype, device)."""
+"""Run a checked pipeline file: steps in order, one model load per (model, adapter, dtype, device).
+
+A train step loads its own copy (it wraps the model in a LoRA adapter), so the shared models stay clean.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from pvdata.pipelines.spec import PipelineSpec, Step
+from pvdata.pipelines.spec import PipelineSpec, Step, resolve_refs, step_kinds
 
 Log = Callable[[str], None]
 
@@ -33,17 +35,23 @@ class ModelCache:
         return self._models[key]
 
 
-def _resolve_refs(step: Step, vectors: dict[str, str]) -> Any:
-    ref = getattr(step.config, "vector", None)
-    if isinstance(ref, str) and ref.startswith("$"):
-        return dataclasses.replace(step.config, vector=vectors[ref[1:]])
-    return step.config
-
-
 def _run_step(
     step: Step, cfg: Any, warehouse: str, models: ModelCache, force: bool, log: Log
 ) -> tuple[list[str], str | None]:
-    """(summary lines, vector id made by the step or None)."""
+    """(summary lines, what the step made for later `$ID` references: a vector id, an adapter, or None)."""
+    if step.kind == "train":
+        from pvdata.training.pipeline import run_train
+        from pvdata.training.pipeline import summary_lines as train_lines
+
+        trained = run_train(cfg, warehouse, force=force, log=log, progress=False)
+        return train_lines(trained), str(trained.adapter) if trained.adapter else None
+    if step.kind == "screen":
+        from pvdata.pipelines import screen
+
+        sc = cfg.config
+        lm = models.get(sc.model, None, sc.dtype, sc.device)
+        result = screen.run_screen(sc, warehouse, out=cfg.out, force=force, log=log, lm=lm)
+        return screen.summary_lines(result, sc), None
     adapter = getattr(cfg, "adapter", None)
     lm = models.get(cfg.model, adapter, getattr(cfg, "dtype", "auto"), getattr(cfg, "device", "auto"))
     if step.kind == "extract":
@@ -68,16 +76,17 @@ def _run_step(
 def run_pipeline(
     spec: PipelineSpec, warehouse: str, *, force: bool = False, log: Log = _stderr, out: Log = print
 ) -> list[str]:
-    """Run every step; returns the vector id each vector-making step produced, in order."""
+    """Run every step; returns what each vector- or adapter-making step produced, in order."""
     models = ModelCache(log)
-    vectors: dict[str, str] = {}
+    kinds = step_kinds()
+    by_id: dict[str, str] = {}
     made: list[str] = []
     for i, step in enumerate(spec.steps):
         out(f"== step {i + 1}/{len(spec.steps)}: {step.kind} ({step.id})")
-        cfg = _resolve_refs(step, vectors)
-        lines, vector_id = _run_step(step, cfg, warehouse, models, force, log)
+        cfg = resolve_refs(step.config, kinds[step.kind].refs, by_id)
+        lines, product = _run_step(step, cfg, warehouse, models, force, log)
         out("\n".join(lines))
-        if vector_id is not None:
-            vectors[step.id] = vector_id
-            made.append(vector_id)
+        if product is not None:
+            by_id[step.id] = product
+            made.append(product)
     return made

@@ -7,8 +7,9 @@ before any model loads.
       - evaluate: {trait: evil, model: smollm2-135m, vector: $extract, layers: [15], coefs: [0, 4]}
 
 A step's `vector: $ID` names the vector an earlier step produced (ID = that step's `id`, by default its
-kind). Every step is an ordinary warehouse job with a deterministic run id, so running a file again
-resumes where it stopped and skips what already succeeded.
+kind); `adapter: $ID` names the adapter an earlier train step saved. Every step is an ordinary warehouse
+job with a deterministic run id, so running a file again resumes where it stopped and skips what already
+succeeded.
 """
 
 from __future__ import annotations
@@ -24,14 +25,23 @@ from pvdata.errors import ConfigError, PvdataError
 TOP_KEYS = ("name", "description", "warehouse", "steps")
 
 
+Refs = dict[str, str]  # step id -> "vector" | "adapter": what an earlier step makes
+
+
 @dataclass(frozen=True)
 class StepKind:
-    """What a step kind needs: its config class, a model-free check, and whether it yields a vector."""
+    """What a step kind needs: its config class, a model-free check, and what it yields.
+
+    `refs` are the dotted config fields that may hold `$ID` references (lists are resolved item by item);
+    `build`, when set, replaces the dataclass builder (pydantic configs such as training's).
+    """
 
     name: str
     config: Callable[..., Any]
-    check: Callable[[Any, dict[str, str]], None]  # (config, {id: kind of earlier vector steps})
-    makes_vector: bool = False
+    check: Callable[[Any, Refs], None]  # (config, {id: what that earlier step makes})
+    makes: str | None = None  # "vector" | "adapter"
+    refs: tuple[str, ...] = ("vector",)
+    build: Callable[[dict[str, Any], str], Any] | None = None
 
 
 @dataclass
@@ -72,20 +82,37 @@ def _check_questions(trait: Any, split: str, n: int) -> None:
         raise ConfigError(f"questions {n}: trait {trait.name} has 1..{available} {split} questions")
 
 
-def _check_vector(ref: str | None, vectors: dict[str, str]) -> None:
-    if ref is None:
-        return
-    if ref.startswith("$"):
-        if ref[1:] not in vectors:
-            known = ", ".join(f"${k}" for k in vectors) or "none (no extract step before this one)"
-            raise ConfigError(f"vector {ref} names no earlier step that makes a vector; valid: {known}")
+def _check_ref(ref: str, refs: Refs, what: str, field_name: str) -> bool:
+    """True when `ref` is a `$ID` reference (checked against earlier steps), False for a literal value."""
+    if not ref.startswith("$"):
+        return False
+    if refs.get(ref[1:]) != what:
+        known = ", ".join(f"${k}" for k, v in refs.items() if v == what)
+        maker = "an extract step" if what == "vector" else "a train step"
+        article = "a" if what == "vector" else "an"
+        raise ConfigError(
+            f"{field_name} {ref} names no earlier step that makes {article} {what}; "
+            f"valid: {known or f'none ({maker} must come before this one)'}"
+        )
+    return True
+
+
+def _check_vector(ref: str | None, vectors: Refs, field_name: str = "vector") -> None:
+    if ref is None or _check_ref(ref, vectors, "vector", field_name):
         return
     # a file that exists, or a warehouse vector id (checked when the step runs)
     if ref.endswith((".safetensors", ".pt", ".gguf")) and not Path(ref).is_file():
         raise ConfigError(f"vector file {ref} does not exist")
 
 
-def _check_extract(cfg: Any, vectors: dict[str, str]) -> None:
+def _check_adapter(ref: str | None, refs: Refs) -> None:
+    if ref is None or _check_ref(ref, refs, "adapter", "adapter"):
+        return
+    if not Path(ref).expanduser().is_dir():
+        raise ConfigError(f"adapter {ref} is not a folder (a saved PEFT adapter, or $ID of a train step)")
+
+
+def _check_extract(cfg: Any, vectors: Refs) -> None:
     from pvdata.activations.capture import POOLINGS
     from pvdata.traits import load_trait
 
@@ -102,20 +129,21 @@ def _check_extract(cfg: Any, vectors: dict[str, str]) -> None:
     cfg.resolved_filter()
 
 
-def _check_evaluate(cfg: Any, vectors: dict[str, str]) -> None:
+def _check_evaluate(cfg: Any, vectors: Refs) -> None:
     from pvdata.traits import load_trait
 
     trait = load_trait(cfg.trait)
     _check_model(cfg.model)
     _check_questions(trait, "eval", cfg.questions)
     _check_vector(cfg.vector, vectors)
+    _check_adapter(cfg.adapter, vectors)
     if cfg.vector and not cfg.layers:
         raise ConfigError("a steering sweep (vector) needs layers, e.g. layers: [12, 15, 18]")
     if cfg.positions not in ("response", "prompt", "all"):
         raise ConfigError(f"positions {cfg.positions!r}: valid response, prompt, all")
 
 
-def _check_monitor(cfg: Any, vectors: dict[str, str]) -> None:
+def _check_monitor(cfg: Any, vectors: Refs) -> None:
     from pvdata.pipelines.monitor import custom_ladder
     from pvdata.traits import load_trait
 
@@ -127,18 +155,127 @@ def _check_monitor(cfg: Any, vectors: dict[str, str]) -> None:
         custom_ladder(cfg.ladder)
 
 
+@dataclass
+class ScreenStep:
+    """A screen step: `pvdata screen`'s config plus its --out folder."""
+
+    config: Any
+    out: str | None = None
+
+    @property
+    def model(self) -> str:
+        return str(self.config.model)
+
+
+def _build_screen(body: dict[str, Any], where: str) -> ScreenStep:
+    from pvdata.pipelines.screen import ScreenConfig
+
+    body = dict(body)
+    out = body.pop("out", None)
+    for key in ("traits", "vectors", "layers", "methods"):  # a single value reads as a one-item list
+        if key in body and not isinstance(body[key], list):
+            body[key] = [body[key]]
+    kind = StepKind("screen", ScreenConfig, _check_screen)
+    return ScreenStep(_build_config(kind, body, where), None if out is None else str(out))
+
+
+def _check_screen(step: Any, refs: Refs) -> None:
+    cfg = step.config
+    _check_model(cfg.model)
+    for ref in cfg.vectors:
+        _check_vector(ref, refs, "vectors item")
+    cfg.check()
+    if not Path(cfg.dataset).expanduser().exists():
+        raise ConfigError(f"dataset {cfg.dataset} not found: give a .jsonl, .csv or .parquet file or folder")
+    if cfg.reference is not None and not Path(cfg.reference).expanduser().exists():
+        raise ConfigError(f"reference {cfg.reference} not found")
+
+
+def _build_train(body: dict[str, Any], where: str) -> Any:
+    """`config: training/X.yaml` as the base, the step's own fields on top (nested sections merged)."""
+    from pydantic import ValidationError
+
+    from pvdata.training.config import TrainConfig, format_validation_error, read_config_file
+
+    body = dict(body)
+    file = body.pop("config", None)
+    data = read_config_file(file) if file is not None else {}
+    for key, value in body.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    try:
+        cfg = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {format_validation_error(exc, lambda _f: 'train')}") from None
+    cfg.require_inputs("train")
+    return cfg
+
+
+def _check_train(cfg: Any, refs: Refs) -> None:
+    from pvdata.traits import load_trait
+
+    _check_model(cfg.model)
+    if not Path(cfg.data).expanduser().is_file():
+        raise ConfigError(f'data {cfg.data} does not exist (a JSONL of {{"messages": [...]}})')
+    if cfg.eval_data is not None and not Path(cfg.eval_data).expanduser().is_file():
+        raise ConfigError(f"eval_data {cfg.eval_data} does not exist")
+    if cfg.steering is not None:
+        load_trait(cfg.steering.trait)
+        _check_vector(cfg.steering.vector, refs, "steering.vector")
+    if cfg.monitor.trait is not None:
+        load_trait(cfg.monitor.trait)
+    _check_vector(cfg.monitor.vector, refs, "monitor.vector")
+
+
 def step_kinds() -> dict[str, StepKind]:
     """The commands a pipeline file can run (imported lazily: the configs are plain dataclasses)."""
     from pvdata.pipelines.evaluate import EvaluateConfig
     from pvdata.pipelines.extract import ExtractConfig
     from pvdata.pipelines.monitor import MonitorConfig
+    from pvdata.pipelines.screen import ScreenConfig
+    from pvdata.training.config import TrainConfig
 
     kinds = [
-        StepKind("extract", ExtractConfig, _check_extract, makes_vector=True),
-        StepKind("evaluate", EvaluateConfig, _check_evaluate),
+        StepKind("extract", ExtractConfig, _check_extract, makes="vector", refs=()),
+        StepKind("evaluate", EvaluateConfig, _check_evaluate, refs=("vector", "adapter")),
         StepKind("monitor", MonitorConfig, _check_monitor),
+        StepKind("screen", ScreenConfig, _check_screen, refs=("config.vectors",), build=_build_screen),
+        StepKind(
+            "train",
+            TrainConfig,
+            _check_train,
+            makes="adapter",
+            refs=("steering.vector", "monitor.vector"),
+            build=_build_train,
+        ),
     ]
     return {k.name: k for k in kinds}
+
+
+def resolve_refs(config: Any, fields: tuple[str, ...], made: dict[str, str]) -> Any:
+    """A copy of `config` with every `$ID` in the dotted `fields` replaced by what step ID made."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, str) and v.startswith("$"):
+            return made[v[1:]]
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return v
+
+    def replace(obj: Any, path: list[str]) -> Any:
+        if obj is None:
+            return None
+        head, rest = path[0], path[1:]
+        new = value(getattr(obj, head)) if not rest else replace(getattr(obj, head), rest)
+        if dataclasses.is_dataclass(obj):
+            return dataclasses.replace(obj, **{head: new})  # type: ignore[type-var]
+        return obj.model_copy(update={head: new})  # pydantic
+
+    for dotted in fields:
+        config = replace(config, dotted.split("."))
+    return config
 
 
 def _step_lines(text: str) -> list[int]:
@@ -205,7 +342,7 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
     lines = _step_lines(text)
     kinds = step_kinds()
     steps: list[Step] = []
-    vectors: dict[str, str] = {}
+    refs: Refs = {}
     for i, item in enumerate(steps_data):
         line = lines[i] if i < len(lines) else 0
         where = f"{p}:{line}: steps[{i}]"
@@ -222,13 +359,14 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
         if any(s.id == step_id for s in steps):
             raise ConfigError(f"{where}: step id {step_id!r} is used twice; give each step a unique `id`")
         kind = kinds[kind_name]
-        config = _build_config(kind, body, where)
         try:
-            kind.check(config, vectors)
+            config = kind.build(body, where) if kind.build else _build_config(kind, body, where)
+            kind.check(config, refs)
         except PvdataError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        if kind.makes_vector:
-            vectors[step_id] = kind_name
+            msg = str(exc)
+            raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+        if kind.makes:
+            refs[step_id] = kind.makes
         steps.append(Step(step_id, kind_name, config, line))
     models = sorted({getattr(s.config, "model", "") for s in steps} - {""})
     return PipelineSpec(
