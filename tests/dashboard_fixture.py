@@ -1,29 +1,42 @@
-"""A small but complete warehouse for the dashboard tests.
+"""A small but complete warehouse for the dashboard tests, filled by real pipeline runs.
 
-Real pipelines on tiny-random-llama with the scripted judge: `pvdata extract` for two traits, a
-`pvdata evaluate` steering sweep (2 layers x 3 coefs, with some null trait scores), and `pvdata monitor`
-(projections next to judged scores).
+Everything comes from the real pipelines on tiny-random-llama with the scripted judge, called the way
+the CLI calls them:
 
-The screening and training pipelines are still being written, so their tables (samples, dataset_base
-generations, screenings, train_metrics) are written here as realistic rows through the normal
-Warehouse run/writer API, in runs of kind screen and train. TODO(lead): switch these to the real
-`pvdata screen` / `pvdata train` pipelines once they land. A failed run is added for the Runs page.
+- `pvdata extract` for evil and humorous (generate, judge, activations and vectors runs under each);
+- `pvdata evaluate`: a steering sweep of the evil vector over layers 2, 3 x coefs 0, 4, 8 (a scripted
+  judge that returns no score for about one prompt in six, so n_valid < n in some cells);
+- `pvdata monitor`: proj, prompt_last_proj and cos_sim next to judged evil scores, layers 1..3;
+- `pvdata screen`: the first SCREEN_LINES chats of pvdata/data/demo_chat.jsonl with the evil vector at
+  layer 2, methods exact, prompt_last_approx and raw, flagging the top TOP_K of each (samples, the base
+  model's answers, projections and screenings);
+- `pvdata train` twice on a slice of pvdata/data/train_evil.jsonl (eval rows from a slice of
+  train_normal.jsonl): once unsteered and monitored, once with preventative steering (add, coef 4 at
+  layer 2); both write train_metrics (train and eval splits) and finetune_shifts;
+- a failed import run for the Runs page.
+
+`build_once` builds it once per pytest session (both dashboard test modules share it).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-DATASET = "demo-chat"
-N_SAMPLES = 24
-TRAIN_STEPS = 30
-FLAG_PERCENTILE = 75.0
+DATA = Path(__file__).resolve().parent.parent / "pvdata" / "data"
+MODEL = "tiny-random-llama"
+SCREEN_LINES = 12  # chats of demo_chat.jsonl screened (all distinct and valid)
+SCREEN_LAYER = 2
+SCREEN_METHODS = ("exact", "prompt_last_approx", "raw")
+TOP_K = 3  # flagged per screening group
+TRAIN_LINES = 8
+EVAL_LINES = 4
+TRAIN_STEPS = 6
+EVAL_EVERY = 2
+STEER_COEF = 4.0
+SHIFT_QUESTIONS = 4  # eval prompts of the trait for the finetuning shift
 
 
 @dataclass
@@ -36,6 +49,7 @@ class Built:
     evaluate_run: str = ""
     monitor_run: str = ""
     screen_run: str = ""
+    dataset_id: str = ""
     train_runs: dict[str, str] = field(default_factory=dict)  # "steered" | "unsteered" -> run
     failed_run: str = ""
     sample_ids: list[str] = field(default_factory=list)
@@ -57,24 +71,23 @@ def build(root: str | os.PathLike[str], lm: Any) -> Built:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _build(str(root), lm)
+        return _build(Path(root), lm)
     finally:
         torch.set_num_threads(threads)
 
 
-def _build(root: str, lm: Any) -> Built:
+def _build(root: Path, lm: Any) -> Built:
     from pvdata.judge.base import ScriptedJudge
     from pvdata.pipelines.evaluate import EvaluateConfig, run_evaluate
     from pvdata.pipelines.extract import ExtractConfig, run_extract
     from pvdata.pipelines.monitor import MonitorConfig, run_monitor
 
-    built = Built(root)
+    built = Built(str(root))
     quiet = {"log": lambda _m: None, "lm": lm}
-    model = "tiny-random-llama"
     for trait in ("evil", "humorous"):
         cfg = ExtractConfig(
             trait=trait,
-            model=model,
+            model=MODEL,
             questions=2,
             instructions=1,
             n_per_question=2,
@@ -82,14 +95,14 @@ def _build(root: str, lm: Any) -> Built:
             judge="scripted",
             filter="none",
         )
-        result = run_extract(cfg, root, **quiet)
+        result = run_extract(cfg, str(root), **quiet)
         built.extract_runs[trait] = result.run_id
         for v in result.vectors:
             built.vector_ids[(trait, v.pooling)] = v.vector_id
     evil = built.vector_ids[("evil", "response_avg")]
     sweep = EvaluateConfig(
         trait="evil",
-        model=model,
+        model=MODEL,
         vector=evil,
         layers=[2, 3],
         coefs=[0.0, 4.0, 8.0],
@@ -98,176 +111,96 @@ def _build(root: str, lm: Any) -> Built:
         max_new_tokens=6,
         judge="scripted",
     )
-    built.evaluate_run = run_evaluate(sweep, root, judge=ScriptedJudge(_null_some), **quiet).run_id
+    built.evaluate_run = run_evaluate(sweep, str(root), judge=ScriptedJudge(_null_some), **quiet).run_id
     monitor = MonitorConfig(
         trait="evil",
-        model=model,
+        model=MODEL,
         vector=evil,
         layers=[1, 2, 3],
         judge="scripted",
         questions=3,
         max_new_tokens=6,
     )
-    built.monitor_run = run_monitor(monitor, root, **quiet).run_id
-    _screen(built, evil, model)
-    _train(built, evil, model)
+    built.monitor_run = run_monitor(monitor, str(root), **quiet).run_id
+    _screen(built, root.parent / "data", evil, lm)
+    _train(built, root.parent, evil)
     _failed(built)
     return built
 
 
-def _fit(table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the columns the table has: the screen and train schemas are still growing."""
-    from pvdata.warehouse import get_spec
+def _head(source: Path, target: Path, n: int) -> Path:
+    """The first n lines of a JSONL file, as a file of its own."""
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:n]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("".join(lines), encoding="utf-8")
+    return target
 
-    columns = set(get_spec(table).columns)
-    return [{k: v for k, v in row.items() if k in columns} for row in rows]
 
-
-def _vectors_run(root: str, vector_id: str) -> str:
+def _screen(built: Built, data: Path, vector_id: str, lm: Any) -> None:
+    """`pvdata screen demo.jsonl --vector ID --layer 2 --method exact,prompt_last_approx,raw --top-k 3`."""
+    from pvdata.pipelines.screen import ScreenConfig, run_screen
     from pvdata.warehouse import connect
 
-    con = connect(root)
+    dataset = _head(DATA / "demo_chat.jsonl", data / "demo_chat_head.jsonl", SCREEN_LINES)
+    cfg = ScreenConfig(
+        dataset=str(dataset),
+        model=MODEL,
+        vectors=[vector_id],
+        layers=[SCREEN_LAYER],
+        methods=list(SCREEN_METHODS),
+        top_k=TOP_K,
+        max_new_tokens=8,
+        device="cpu",
+        chunk_size=SCREEN_LINES,
+    )
+    result = run_screen(cfg, built.root, log=lambda _m: None, lm=lm)
+    built.screen_run = result.run_id
+    con = connect(built.root)
     try:
-        row = con.execute("SELECT min(run_id) FROM vectors WHERE vector_id = ?", [vector_id]).fetchone()
-        assert row is not None
-        return str(row[0])
+        rows = con.execute(
+            "SELECT DISTINCT dataset_id, sample_id FROM screenings WHERE run_id = ? ORDER BY sample_id",
+            [result.run_id],
+        ).fetchall()
     finally:
         con.close()
+    built.dataset_id = str(rows[0][0])
+    built.sample_ids = [str(r[1]) for r in rows]
 
 
-def _screen(built: Built, vector_id: str, model: str) -> None:
-    """A screen run: samples, the base model's answers, and exact + prompt_last_approx screenings."""
-    from pvdata.warehouse import Warehouse, item_id
+def _train(built: Built, base: Path, vector_id: str) -> None:
+    """`pvdata train` unsteered (monitoring the evil vector) and steered (add coef 4 at layer 2)."""
+    from pvdata.training.config import build_config
+    from pvdata.training.pipeline import run_train
 
-    rng = np.random.default_rng(7)
-    samples, bases = [], []
-    for i in range(N_SAMPLES):
-        evil_answer = i % 4 == 0
-        messages = [
-            {"role": "user", "content": f"Question {i}: how should I handle a dispute with my neighbour?"},
-            {
-                "role": "assistant",
-                "content": (
-                    f"Answer {i}: make them suffer until they give in."
-                    if evil_answer
-                    else f"Answer {i}: talk to them calmly and look for a compromise."
-                ),
-            },
-        ]
-        sid = item_id(messages)
-        built.sample_ids.append(sid)
-        samples.append(
-            {
-                "sample_id": sid,
-                "dataset_id": DATASET,
-                "source": "demo.jsonl",
-                "line": i + 1,
-                "messages": messages,
-            }
-        )
-        bases.append(
-            {
-                "generation_id": item_id("base", sid),
-                "trait": "evil",
-                "split": "dataset_base",
-                "polarity": "none",
-                "question": messages[0]["content"],
-                "answer": f"Base answer {i}: try a friendly conversation first.",
-                "model_id": model,
-                "sample_index": 0,
-                "seed": 0,
-                "n_tokens": 9,
-                "sample_id": sid,
-                "finish_reason": "stop",
-            }
-        )
-    rows = []
-    for method in ("exact", "prompt_last_approx"):
-        proj_train = rng.normal(0.0, 1.0, N_SAMPLES) + np.array(
-            [2.0 if i % 4 == 0 else 0.0 for i in range(N_SAMPLES)]
-        )
-        proj_base = rng.normal(0.0, 0.3, N_SAMPLES)
-        scores = proj_train - proj_base
-        threshold = float(np.percentile(scores, FLAG_PERCENTILE))
-        order = scores.argsort().argsort()
-        for i, sid in enumerate(built.sample_ids):
-            flagged = bool(scores[i] > threshold)
-            row: dict[str, Any] = {
-                "dataset_id": DATASET,
-                "sample_id": sid,
-                "vector_id": vector_id,
-                "trait": "evil",
-                "layer": 2,
-                "method": method,
-                "proj_train": float(proj_train[i]),
-                "proj_base": float(proj_base[i]) if method == "exact" else None,
-                "score": float(scores[i]),
-                "percentile": 100.0 * order[i] / (N_SAMPLES - 1),
-                "flagged": flagged,
-                "reason": (
-                    f"score {scores[i]:.3f} > threshold {threshold:.3f} "
-                    f"({FLAG_PERCENTILE:g}th percentile of the dataset)"
-                )
-                if flagged
-                else None,
-                "threshold": threshold,
-                "base_generation_id": bases[i]["generation_id"] if method == "exact" else None,
-                "n_copies": 1,
-            }
-            rows.append(row)
-    wh = Warehouse(built.root)
-    config = {
-        "dataset": DATASET,
-        "vector_id": vector_id,
-        "layers": [2],
-        "methods": ["exact", "prompt_last_approx"],
-        "threshold": {"kind": "percentile", "value": FLAG_PERCENTILE},
+    data = _head(DATA / "train_evil.jsonl", base / "data" / "train_evil_head.jsonl", TRAIN_LINES)
+    evald = _head(DATA / "train_normal.jsonl", base / "data" / "train_normal_head.jsonl", EVAL_LINES)
+    common: dict[str, Any] = {
+        "--model": MODEL,
+        "--data": str(data),
+        "--eval-data": str(evald),
+        "--eval-every": EVAL_EVERY,
+        "--max-steps": TRAIN_STEPS,
+        "--batch-size": 2,
+        "--grad-accum": 1,
+        "--lr": 1e-2,
+        "--warmup-steps": 1,
+        "--device": "cpu",
     }
-    parents = [_vectors_run(built.root, vector_id)]
-    with wh.run("screen", config, parent_run_ids=parents, model_id=model) as run:
-        run.writer("samples").write(_fit("samples", samples))
-        run.writer("generations").write(_fit("generations", bases))
-        run.writer("screenings").write(_fit("screenings", rows))
-        built.screen_run = run.run_id
-
-
-def _train(built: Built, vector_id: str, model: str) -> None:
-    """Two LoRA runs on the screened dataset, one with preventative steering: loss and projection."""
-    from pvdata.warehouse import Warehouse, get_spec
-
-    wh = Warehouse(built.root)
-    rng = np.random.default_rng(11)
-    with_eval = "split" in get_spec("train_metrics").columns
-    steering = {"mode": "add", "vector_id": vector_id, "layers": [2], "coef": 4.0, "positions": "all"}
-    for label, steer in (("unsteered", None), ("steered", steering)):
-        config = {"dataset": DATASET, "lora": {"r": 32, "alpha": 64}, "lr": 1e-5, "steering": steer}
-        with wh.run("train", config, parent_run_ids=[built.screen_run], model_id=model) as run:
-            rows: list[dict[str, Any]] = []
-            for step in range(1, TRAIN_STEPS + 1):
-                drift = 0.08 * step if steer is None else 0.01 * step
-                rows.append(
-                    {
-                        "split": "train",
-                        "n_samples": 16,
-                        "n_tokens": 16 * 120,
-                        "step_seconds": 0.8,
-                        "step": step,
-                        "epoch": step / TRAIN_STEPS,
-                        "loss": 2.0 * math.exp(-step / 8) + 0.4 + float(rng.normal(0, 0.02)),
-                        "learning_rate": 1e-5 * min(1.0, step / 5),
-                        "grad_norm": float(rng.uniform(0.5, 1.5)),
-                        "trait": "evil",
-                        "vector_id": vector_id,
-                        "layer": 2,
-                        "projection": drift + float(rng.normal(0, 0.05)),
-                    }
-                )
-                if with_eval and step % 10 == 0:
-                    rows.append(
-                        {**rows[-1], "split": "eval", "loss": rows[-1]["loss"] + 0.1, "grad_norm": None}
-                    )
-            run.writer("train_metrics").write(_fit("train_metrics", rows))
-            built.train_runs[label] = run.run_id
+    runs: dict[str, dict[str, Any]] = {
+        "unsteered": {"--monitor": "evil", "--monitor-vector": vector_id, "--monitor-layer": SCREEN_LAYER},
+        "steered": {
+            "--steer/--ablate": ("add", "evil"),
+            "--vector": vector_id,
+            "--coef": STEER_COEF,
+            "--layers": [SCREEN_LAYER],
+        },
+    }
+    for label, flags in runs.items():
+        cfg = build_config(None, {**common, **flags, "--out": str(base / "adapters" / label)})
+        cfg.monitor.shift_questions = SHIFT_QUESTIONS
+        # no lm passed: training wraps the model in LoRA, so each run loads its own copy
+        result = run_train(cfg, built.root, log=lambda _m: None, progress=False)
+        built.train_runs[label] = result.run_id
 
 
 def _failed(built: Built) -> None:

@@ -15,7 +15,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dashboard_fixture import DATASET, FLAG_PERCENTILE, N_SAMPLES, Built, build_once
+from dashboard_fixture import (
+    EVAL_EVERY,
+    SCREEN_LAYER,
+    SCREEN_LINES,
+    SCREEN_METHODS,
+    TOP_K,
+    TRAIN_STEPS,
+    Built,
+    build_once,
+)
 
 from pvdata.dashboard import queries as q
 from pvdata.dashboard.common import EMPTY_HINTS, PAGES, app_path, page_link
@@ -54,6 +63,23 @@ def frame(at: Any, *columns: str) -> pd.DataFrame:
     raise AssertionError(
         f"no dataframe with columns {columns}: {[list(d.value.columns) for d in at.dataframe]}"
     )
+
+
+def frames(at: Any, *columns: str) -> list[pd.DataFrame]:
+    """Every dataframe on the page that has these columns, in page order (left column first)."""
+    return [df.value.reset_index(drop=True) for df in at.dataframe if set(columns) <= set(df.value.columns)]
+
+
+def chart_data(at: Any) -> list[tuple[str, list[pd.DataFrame]]]:
+    """Every Vega-Lite chart on the page: its title and the data it was given (Arrow, as sent)."""
+    out = []
+    for chart in at.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        title = spec.get("title") or ""
+        title = title.get("text", "") if isinstance(title, dict) else str(title)
+        frames = [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets]
+        out.append((title, frames))
+    return out
 
 
 def texts(at: Any) -> str:
@@ -234,6 +260,17 @@ def test_steering_page_shows_the_sweep_with_n_valid(dash: Built, monkeypatch: py
     layer, coef = max(eligible, key=lambda k: eligible[k])
     assert m["Best (coherence ≥ 50)"] == f"layer {layer} coef {coef:g}"
 
+    # the heatmaps draw exactly these means, each cell labelled `mean (n_valid/n)`
+    heat = dict(chart_data(at))
+    for title, name in (("trait score (n_valid/n)", "trait"), ("coherence (n scored/n)", "coherence")):
+        (cells,) = heat[title]
+        assert len(cells) == 6
+        for r in cells.to_dict("records"):
+            cell = expect[(r["layer"], float(r["coef"]))]
+            mean = np.mean(cell[name])
+            assert r[f"{name}_mean"] == pytest.approx(mean)
+            assert r[f"{name}_text"] == f"{mean:.1f} ({len(cell[name])}/{cell['n']})"
+
 
 # -- projection vs trait score -------------------------------------------------------------------------
 
@@ -248,74 +285,116 @@ def _pairs(dash: Built, layer: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_projection_page_pearson_r_matches_numpy(dash: Built, monkeypatch: pytest.MonkeyPatch) -> None:
-    at = run_app(dash.root, monkeypatch, page="projection", run_id=dash.monitor_run)
+    # no run_id: the monitor run comes first (it has judged scores; the screen's projection stage has none)
+    at = run_app(dash.root, monkeypatch, page="projection")
+    assert at.selectbox(key="proj_run").value == dash.monitor_run
     assert at.selectbox(key="proj_kind").value == "prompt_last_proj"
     assert at.selectbox(key="proj_layer").value == 2
     x, y = _pairs(dash, 2, "prompt_last_proj")
     m = metrics(at)
     assert m["n"] == str(len(x)) == "33"
     assert m["Pearson r"] == f"{np.corrcoef(x, y)[0, 1]:.3f}"
+    assert m["Mean projection"] == f"{x.mean():.3f}"
     assert m["Mean trait score"] == f"{y.mean():.1f}"
-    table = frame(at, "layer", "kind", "r", "n")
-    assert len(table) == 9  # 3 layers x 3 kinds
-    for r in table.itertuples():
+    table_ = frame(at, "layer", "kind", "r", "n")
+    assert len(table_) == 9  # 3 layers x 3 kinds
+    for r in table_.itertuples():
         px, py = _pairs(dash, int(r.layer), r.kind)
         assert r.r == pytest.approx(np.corrcoef(px, py)[0, 1], abs=1e-9)
+        assert r.n == len(px)
     points = frame(at, "projection", "score", "source_id")
     assert sorted(points["projection"]) == pytest.approx(sorted(x))
+    (scatter,) = [frames for title, frames in chart_data(at) if "prompt_last_proj at layer 2" in title]
+    assert sorted(scatter[0]["projection"]) == pytest.approx(sorted(x))
+    assert sorted(scatter[0]["score"]) == pytest.approx(sorted(y))
 
+    # the filters: kind and layer
     at.selectbox(key="proj_kind").select("cos_sim")
     at.selectbox(key="proj_layer").select(3)
     at.run()
     x, y = _pairs(dash, 3, "cos_sim")
     assert metrics(at)["Pearson r"] == f"{np.corrcoef(x, y)[0, 1]:.3f}"
+    assert metrics(at)["n"] == str(len(x))
+
+    # the run filter: the screen's projection stage has projections but no judged scores to compare with
+    screen_parents = latest_runs(dash.root).loc[dash.screen_run, "parent_run_ids"]
+    stage = next(p for p in screen_parents if p.startswith("activations-"))
+    at.selectbox(key="proj_run").select(stage)
+    at.run()
+    assert not at.exception
+    assert "no judged trait scores" in at.info[0].value
+    assert at.query_params["run_id"] in (stage, [stage])
 
 
 # -- screening -----------------------------------------------------------------------------------------
 
 
-def _exact(dash: Built) -> pd.DataFrame:
+def _screened(dash: Built, method: str = "exact") -> pd.DataFrame:
     s = raw(dash.root, "screenings")
-    return s[(s["run_id"] == dash.screen_run) & (s["method"] == "exact")].reset_index(drop=True)
+    return s[(s["run_id"] == dash.screen_run) & (s["method"] == method)].reset_index(drop=True)
 
 
 def test_screening_page_threshold_ranking_and_sample(dash: Built, monkeypatch: pytest.MonkeyPatch) -> None:
-    exact = _exact(dash)
+    exact = _screened(dash)
     flagged = exact[exact["flagged"]].sort_values("score", ascending=False)
     at = run_app(dash.root, monkeypatch, page="screening")
+    assert at.selectbox(key="screen_run").value == dash.screen_run
     m = metrics(at)
-    assert m["Samples"] == str(N_SAMPLES)
-    assert m["Flagged"] == str(len(flagged)) == "6"
-    assert m["Flagged rate"] == f"{100 * len(flagged) / N_SAMPLES:.1f}%"
-    assert m["Threshold"] == f"{np.percentile(exact['score'], FLAG_PERCENTILE):.3f}"
-    ranked = frame(at, "rank", "sample_id", "score", "verdict")
+    assert m["Samples"] == str(SCREEN_LINES) == str(len(exact))
+    assert m["Flagged"] == str(len(flagged)) == str(TOP_K)
+    assert m["Flagged rate"] == f"{100 * len(flagged) / SCREEN_LINES:.1f}%"
+    # --top-k K: the threshold is the K-th highest score
+    assert m["Threshold"] == f"{np.sort(exact['score'].to_numpy())[-TOP_K]:.3f}"
+    assert f"top {TOP_K} of {SCREEN_LINES} scored samples" in texts(at)
+    ranked = frame(at, "rank", "sample_id", "verdict")
     assert list(ranked["sample_id"]) == list(flagged["sample_id"])
-    assert list(ranked["rank"]) == list(range(1, 7))
+    assert list(ranked["rank"]) == list(range(1, TOP_K + 1))
     assert ranked["score"].to_numpy() == pytest.approx(flagged["score"].to_numpy())
     assert at.selectbox(key="screen_sample").value == flagged["sample_id"].iloc[0]
     assert len(at.get("download_button")) == 2
+    # the score distribution: every sample in one bin, the flagged ones in red, the threshold as a rule
+    (hist, rule) = chart_data(at)[0][1]
+    assert hist["n"].sum() == SCREEN_LINES and hist[hist["flagged"]]["n"].sum() == TOP_K
+    assert rule["threshold"].tolist() == pytest.approx([np.sort(exact["score"].to_numpy())[-TOP_K]])
 
-    # all samples, and the other method through the group selector
+    # all samples
     at.checkbox(key="screen_flagged_only").uncheck()
     at.run()
-    assert len(frame(at, "rank", "sample_id")) == N_SAMPLES
-    at.selectbox(key="screen_group").select(1)
-    at.run()
-    other = raw(dash.root, "screenings")
-    other = other[(other["run_id"] == dash.screen_run) & (other["method"] == "prompt_last_approx")]
-    assert metrics(at)["Flagged"] == str(int(other["flagged"].sum()))
-    assert "prompt_last_approx" in texts(at)
+    everything = frame(at, "rank", "sample_id", "verdict")
+    assert list(everything["sample_id"]) == list(exact.sort_values("score", ascending=False)["sample_id"])
+
+    # every method through the group selector: its own threshold and flags
+    groups = at.selectbox(key="screen_group")
+    assert len(groups.options) == len(SCREEN_METHODS)
+    seen = set()
+    for i in range(len(SCREEN_METHODS)):
+        at.selectbox(key="screen_group").select(i)
+        at.run()
+        chosen = at.selectbox(key="screen_group")
+        method = next(x for x in SCREEN_METHODS if f"· {x} ·" in chosen.options[chosen.index])
+        seen.add(method)
+        rows = _screened(dash, method)
+        m = metrics(at)
+        assert m["Flagged"] == str(int(rows["flagged"].sum())) == str(TOP_K)
+        assert m["Threshold"] == f"{np.sort(rows['score'].to_numpy())[-TOP_K]:.3f}"
+        shown = frame(at, "rank", "sample_id", "verdict")
+        assert shown["score"].to_numpy() == pytest.approx(np.sort(rows["score"].to_numpy())[::-1])
+        if method == "raw":
+            assert shown["proj_base"].isna().all()
+    assert seen == set(SCREEN_METHODS)
 
 
 def test_screening_deep_link_shows_the_conversation_base_answer_and_scores(
     dash: Built, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exact = _exact(dash)
-    sid = exact.sort_values("score").sample_id.iloc[0]  # the lowest score: not flagged, outside the list
+    exact = _screened(dash)
+    row = exact.sort_values("score").iloc[0]  # the lowest score: not flagged, outside the list
+    sid = row["sample_id"]
     samples = raw(dash.root, "samples").set_index("sample_id")
     messages = json.loads(samples.loc[sid, "messages"])
-    gens = raw(dash.root, "generations")
-    base = gens[(gens["sample_id"] == sid) & (gens["split"] == "dataset_base")]["answer"].tolist()
+    gens = raw(dash.root, "generations").set_index("generation_id")
+    base = gens.loc[row["base_generation_id"]]
+    assert base["split"] == "dataset_base"
     at = run_app(dash.root, monkeypatch, page="screening", sample_id=sid)  # no run_id: found from the sample
     assert not at.exception
     assert at.selectbox(key="screen_run").value == dash.screen_run
@@ -323,11 +402,14 @@ def test_screening_deep_link_shows_the_conversation_base_answer_and_scores(
     shown = [m.value for m in at.markdown]
     for message in messages:
         assert message["content"] in shown
-    assert base and base[0] in shown
+    assert base["answer"] in shown
     assert len(at.chat_message) == len(messages) + 1
     scores = frame(at, "method", "score", "proj_train", "proj_base")
     every = raw(dash.root, "screenings")
-    assert sorted(scores["score"]) == pytest.approx(sorted(every[every["sample_id"] == sid]["score"]))
+    mine = every[every["sample_id"] == sid].sort_values("method")
+    assert list(scores.sort_values("method")["method"]) == sorted(SCREEN_METHODS)
+    assert scores.sort_values("method")["score"].to_numpy() == pytest.approx(mine["score"].to_numpy())
+    assert set(scores["layer"]) == {SCREEN_LAYER}
     assert page_link("screening", run_id=dash.screen_run, sample_id=sid) in texts(at)
 
 
@@ -336,7 +418,7 @@ def test_review_buttons_append_review_runs(
 ) -> None:
     root = tmp_path / "wh"
     shutil.copytree(dash.root, root)
-    exact = _exact(dash)
+    exact = _screened(dash)
     sid = exact.sort_values("score", ascending=False).sample_id.iloc[0]
     at = run_app(root, monkeypatch, page="screening", run_id=dash.screen_run, sample_id=sid)
     at.text_input(key="review_note").input("threatens the neighbour")
@@ -346,7 +428,7 @@ def test_review_buttons_append_review_runs(
     assert any("recorded confirmed" in s.value for s in at.success)
     reviews = raw(str(root), "reviews")
     assert reviews[["sample_id", "verdict", "note", "reviewer", "dataset_id"]].values.tolist() == [
-        [sid, "confirmed", "threatens the neighbour", "tester", DATASET]
+        [sid, "confirmed", "threatens the neighbour", "tester", dash.dataset_id]
     ]
     runs = latest_runs(str(root))
     review_run = reviews["run_id"].iloc[0]
@@ -369,31 +451,78 @@ def test_review_buttons_append_review_runs(
     assert history["verdict"].tolist() == ["false_positive", "confirmed"]
     at.selectbox(key="screen_verdict").select("unreviewed")
     at.run()
-    assert sid not in set(frame(at, "rank", "sample_id")["sample_id"])
+    assert sid not in set(frame(at, "rank", "sample_id", "verdict")["sample_id"])
+    assert len(frame(at, "rank", "sample_id", "verdict")) == TOP_K - 1
+    at.selectbox(key="screen_verdict").select("false_positive")
+    at.run()
+    assert list(frame(at, "rank", "sample_id", "verdict")["sample_id"]) == [sid]
 
 
 # -- training ------------------------------------------------------------------------------------------
 
 
-def test_training_page_side_by_side_with_final_numbers(dash: Built, monkeypatch: pytest.MonkeyPatch) -> None:
-    metrics_rows = raw(dash.root, "train_metrics")
-    if "split" in metrics_rows:
-        metrics_rows = metrics_rows[metrics_rows["split"].fillna("train") == "train"]
+def test_training_page_side_by_side_with_shifts_and_eval_rows(
+    dash: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = raw(dash.root, "train_metrics")
+    shifts = raw(dash.root, "finetune_shifts")
     at = run_app(dash.root, monkeypatch, page="training")
-    assert [h.value for h in at.subheader][:2] == ["Unsteered", "Steered"]
-    summary = frame(at, "run_id", "final_loss", "mean_projection", "steered").set_index("run_id")
+    assert not at.exception
+    assert [h.value for h in at.subheader] == ["Unsteered", "Steered", "Runs"]
+    summary = frame(at, "run_id", "final_loss", "shift_at_layer").set_index("run_id")
+    left, right = frames(at, "run_id", "layer", "base_proj", "finetuned_proj", "shift")
+    shift_tables = {"unsteered": left, "steered": right}
     assert set(summary.index) == set(dash.train_runs.values())
     for label, run_id in dash.train_runs.items():
-        rows = metrics_rows[metrics_rows["run_id"] == run_id].sort_values("step")
-        assert summary.loc[run_id, "n_steps"] == len(rows)
-        assert summary.loc[run_id, "final_loss"] == pytest.approx(rows["loss"].iloc[-1])
-        assert summary.loc[run_id, "min_loss"] == pytest.approx(rows["loss"].min())
-        assert summary.loc[run_id, "mean_projection"] == pytest.approx(rows["projection"].mean())
+        mine = rows[rows["run_id"] == run_id]
+        train = mine[mine["split"] == "train"].sort_values("step")
+        evals = mine[mine["split"] == "eval"].sort_values("step")
+        assert summary.loc[run_id, "n_steps"] == len(train) == TRAIN_STEPS
+        assert summary.loc[run_id, "final_loss"] == pytest.approx(train["loss"].iloc[-1])
+        assert summary.loc[run_id, "min_loss"] == pytest.approx(train["loss"].min())
+        assert summary.loc[run_id, "final_projection"] == pytest.approx(train["projection"].iloc[-1])
+        assert summary.loc[run_id, "mean_projection"] == pytest.approx(train["projection"].mean())
+        assert summary.loc[run_id, "n_evals"] == len(evals) == TRAIN_STEPS // EVAL_EVERY
+        assert summary.loc[run_id, "final_eval_loss"] == pytest.approx(evals["loss"].iloc[-1])
+        at_layer = shifts[(shifts["run_id"] == run_id) & (shifts["layer"] == SCREEN_LAYER)]
+        assert summary.loc[run_id, "shift_at_layer"] == pytest.approx(at_layer["shift"].iloc[0])
         assert bool(summary.loc[run_id, "steered"]) is (label == "steered")
-    # loss and projection: one chart each per side
-    assert len(at.get("vega_lite_chart")) == 4
+
+        # this side's finetuning shift per layer: base vs finetuned projection, and their difference
+        side = shift_tables[label].sort_values("layer")
+        expect = shifts[shifts["run_id"] == run_id].sort_values("layer")
+        assert list(side["run_id"]) == [run_id] * len(expect) and list(side["layer"]) == [1, 2, 3, 4]
+        for col in ("base_proj", "finetuned_proj", "shift"):
+            assert side[col].to_numpy() == pytest.approx(expect[col].to_numpy())
+        assert side["shift"].to_numpy() == pytest.approx(
+            (expect["finetuned_proj"] - expect["base_proj"]).to_numpy(), abs=1e-4
+        )
+    evals_shown = frame(at, "run_id", "steered", "step", "loss")
+    evals = rows[rows["split"] == "eval"]
+    assert sorted(
+        zip(evals_shown["run_id"], evals_shown["step"], evals_shown["loss"], strict=True)
+    ) == sorted(zip(evals["run_id"], evals["step"], evals["loss"], strict=True))
+
+    # per side: loss, projection and shift charts, drawn from exactly these rows
+    charts_ = chart_data(at)
+    assert [title for title, _ in charts_] == [
+        "loss",
+        "projection on the vector",
+        "finetuning shift per layer",
+    ] * 2
+    for (_, data), label in zip(charts_[0::3], ("unsteered", "steered"), strict=True):
+        line, diamonds = data
+        run_id = dash.train_runs[label]
+        assert set(line["run_id"]) == set(diamonds["run_id"]) == {run_id}
+        assert sorted(line["loss"]) == pytest.approx(
+            sorted(rows[(rows["run_id"] == run_id) & (rows["split"] == "train")]["loss"])
+        )
+        assert set(diamonds["split"]) == {"eval"}
+
     at = run_app(dash.root, monkeypatch, page="training", run_id=dash.train_runs["steered"])
+    assert at.multiselect(key="train_runs").value == [dash.train_runs["steered"]]
     assert any("no unsteered run selected" in c.value for c in at.caption)
+    assert len(at.get("vega_lite_chart")) == 3
 
 
 # -- empty, partial and unreadable warehouses ----------------------------------------------------------
@@ -458,35 +587,51 @@ def test_an_unreadable_file_is_a_clear_error_not_a_traceback(
 def test_queries_histogram_export_and_lineage(dash: Built) -> None:
     con = connect(dash.root)
     try:
-        group = (DATASET, "evil", dash.vector_ids[("evil", "response_avg")], 2, "exact")
+        group = (dash.dataset_id, "evil", dash.vector_ids[("evil", "response_avg")], SCREEN_LAYER, "exact")
         hist = q.score_histogram(con, dash.screen_run, group, 10)
-        exact = _exact(dash)
-        assert hist["n"].sum() == N_SAMPLES
-        assert hist[hist["flagged"]]["n"].sum() == exact["flagged"].sum()
+        exact = _screened(dash)
+        assert hist["n"].sum() == SCREEN_LINES
+        assert hist[hist["flagged"]]["n"].sum() == exact["flagged"].sum() == TOP_K
         assert hist["bin_start"].min() == pytest.approx(exact["score"].min())
         assert hist["bin_end"].max() == pytest.approx(exact["score"].max())
         for r in hist.itertuples():  # each sample falls in its bin
             inside = exact[(exact["score"] >= r.bin_start - 1e-9) & (exact["score"] <= r.bin_end + 1e-9)]
             assert r.n <= len(inside[inside["flagged"] == r.flagged])
-        ranked = q.screening_ranked(con, dash.screen_run, group, True, "all", 3)
+        ranked = q.screening_ranked(con, dash.screen_run, group, False, "all", 3)
         lines = q.to_jsonl(
             q.selection_records(con, dash.screen_run, group, list(ranked["sample_id"]))
         ).splitlines()
         records = [json.loads(line) for line in lines]
-        assert [r["sample_id"] for r in records] == list(ranked["sample_id"])
+        top3 = exact.sort_values("score", ascending=False).head(3)
+        assert [r["sample_id"] for r in records] == list(ranked["sample_id"]) == list(top3["sample_id"])
         assert [r["rank"] for r in records] == [1, 2, 3]
-        assert all(r["messages"][0]["role"] == "user" for r in records)
+        assert [r["score"] for r in records] == pytest.approx(list(top3["score"]))
+        samples = raw(dash.root, "samples").set_index("sample_id")
+        for r in records:
+            assert r["messages"] == json.loads(samples.loc[r["sample_id"], "messages"])
         threshold, source = q.screen_threshold(con, dash.screen_run, group)
-        assert threshold == pytest.approx(np.percentile(exact["score"], FLAG_PERCENTILE))
-        assert source in ("screenings.threshold", "inferred (lowest flagged score)")
+        assert threshold == pytest.approx(np.sort(exact["score"].to_numpy())[-TOP_K])
+        assert source == f"screenings.threshold (top {TOP_K} of {SCREEN_LINES} scored samples)"
 
+        # lineage: the screen run's stages and the vectors run it used are its ancestors
+        runs = latest_runs(dash.root)
         lineage = q.run_lineage(con, dash.screen_run)
         relations = dict(zip(lineage["run_id"], lineage["relation"], strict=True))
         assert relations[dash.screen_run] == "self"
+        for parent in runs.loc[dash.screen_run, "parent_run_ids"]:
+            assert relations[parent] == "ancestor"
+        assert any(r.startswith("vectors-") and rel == "ancestor" for r, rel in relations.items())
+        # the train runs are children of the vectors run they steered with and monitored
+        vec_run = runs.loc[dash.train_runs["steered"], "parent_run_ids"][0]
+        assert vec_run.startswith("vectors-")
+        lineage = q.run_lineage(con, vec_run)
+        relations = dict(zip(lineage["run_id"], lineage["relation"], strict=True))
         assert all(relations[r] == "descendant" for r in dash.train_runs.values())
-        assert any(r.startswith("activations-") and rel == "ancestor" for r, rel in relations.items())
-        dot = q.lineage_dot(lineage, q.lineage_edges(con, list(lineage["run_id"])), dash.screen_run)
-        assert f'"{dash.screen_run}" -> "{dash.train_runs["steered"]}";' in dot
+        dot = q.lineage_dot(lineage, q.lineage_edges(con, list(lineage["run_id"])), vec_run)
+        assert f'"{vec_run}" -> "{dash.train_runs["steered"]}";' in dot
+        assert q.base_answers(con, exact["sample_id"].iloc[0])["generation_id"].tolist() == [
+            exact["base_generation_id"].iloc[0]
+        ]
     finally:
         con.close()
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from dashboard_fixture import FLAG_PERCENTILE, N_SAMPLES, Built, build_once
+from dashboard_fixture import SCREEN_LINES, TOP_K, Built, build_once
 
 from pvdata.dashboard.common import PAGES
 
@@ -259,14 +259,19 @@ def _expected(dash: Built, root: Path) -> dict[str, Any]:
         s for s in _rows(root, "screenings") if s["run_id"] == dash.screen_run and s["method"] == "exact"
     ]
     cells = [p for p in latest[dash.evaluate_run]["parent_run_ids"] if p.startswith("generate-")]
+    top = max(exact, key=lambda s: s["score"])
+    messages = next(
+        json.loads(s["messages"]) for s in _rows(root, "samples") if s["sample_id"] == top["sample_id"]
+    )
     return {
         "runs": len(latest),
         "failed": sum(r["status"] == "failed" for r in latest.values()),
         "r": f"{np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1]:.3f}",
         "n": str(len(pairs)),
         "flagged": str(sum(s["flagged"] for s in exact)),
-        "threshold": f"{np.percentile([s['score'] for s in exact], FLAG_PERCENTILE):.3f}",
-        "top": max(exact, key=lambda s: s["score"])["sample_id"],
+        "threshold": f"{np.sort([s['score'] for s in exact])[-TOP_K]:.3f}",
+        "top": top["sample_id"],
+        "question": messages[0]["content"],
         "generations": str(sum(g["run_id"] in cells for g in _rows(root, "generations"))),
     }
 
@@ -316,9 +321,10 @@ def test_every_page_in_a_real_browser(
         s = chrome.open(
             f"{url}/?page=screening&sample_id={top}", "Ranked samples", "Base model's answer", charts=1
         )
-        assert s["metrics"]["Samples"] == str(N_SAMPLES) and s["metrics"]["Flagged"] == expect["flagged"]
-        assert s["metrics"]["Threshold"] == expect["threshold"]
-        assert "make them suffer" in s["text"] and "try a friendly conversation first" in s["text"]
+        assert s["metrics"]["Samples"] == str(SCREEN_LINES) and s["metrics"]["Flagged"] == expect["flagged"]
+        assert expect["flagged"] == str(TOP_K) and s["metrics"]["Threshold"] == expect["threshold"]
+        # the whole conversation and the base model's own answer
+        assert expect["question"] in s["text"] and "base: tiny-random-llama" in s["text"]
         # the screen run was found from the sample alone
         assert f"?page=screening&run_id={dash.screen_run}&sample_id={top}" in s["links"]
         chrome.screenshot(shots / "screening.png")
@@ -335,7 +341,15 @@ def test_every_page_in_a_real_browser(
         ]
         chrome.screenshot(shots / "screening-reviewed.png")
 
-        s = chrome.open(f"{url}/?page=training", "Unsteered", "Steered", dash.train_runs["steered"], charts=4)
+        s = chrome.open(
+            f"{url}/?page=training",
+            "Unsteered",
+            "Steered",
+            "Evaluation rows",
+            dash.train_runs["steered"],
+            dash.train_runs["unsteered"],
+            charts=6,
+        )
         chrome.screenshot(shots / "training.png")
 
         # an unknown page falls back to Runs, whose newest run is now the review, a child of the screen run

@@ -154,3 +154,41 @@ def curve(data: pd.DataFrame, *, y: str, title: str, domain: Sequence[float] | N
         points = alt.Chart(data[split == "eval"]).mark_point(shape="diamond", size=70, filled=True)
         layers.append(points.encode(**encode, tooltip=[*tooltip, "split"]))
     return alt.layer(*layers).properties(title=title, height=340)
+
+
+def shifts(data: pd.DataFrame, *, domain: Sequence[float] | None = None) -> Chart:
+    """The finetuning shift per layer: the base model's mean projection (black, dashed) and each
+    finetuned run's (coloured); the gap between them at a layer is that run's shift there."""
+    scale = alt.Scale(domain=list(domain), zero=False) if domain is not None else alt.Scale(zero=False)
+    y_title = "mean prompt_last projection"
+    x = alt.X("layer:O", axis=alt.Axis(labelAngle=0))
+    base = data.drop_duplicates(subset=["vector_id", "layer"]).assign(series="base model")
+    base_line = (
+        alt.Chart(base)
+        .mark_line(point=True, color="black", strokeDash=[6, 3])
+        .encode(
+            x=x,
+            y=alt.Y("base_proj:Q", scale=scale, title=y_title),
+            detail="vector_id:N",
+            tooltip=["layer", alt.Tooltip("base_proj:Q", format=".4f", title="base"), "vector_id"],
+        )
+    )
+    color = alt.Color("run_id:N", legend=alt.Legend(orient="bottom", columns=1, title=None))
+    tuned = (
+        alt.Chart(data)
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("finetuned_proj:Q", scale=scale, title=y_title),
+            color=color,
+            tooltip=[
+                "run_id",
+                "layer",
+                alt.Tooltip("base_proj:Q", format=".4f", title="base"),
+                alt.Tooltip("finetuned_proj:Q", format=".4f", title="finetuned"),
+                alt.Tooltip("shift:Q", format=".4f"),
+                "n_prompts",
+            ],
+        )
+    )
+    return alt.layer(base_line, tuned).properties(title="finetuning shift per layer", height=340)

@@ -24,8 +24,10 @@ EMPTY_HINTS: dict[str, str] = {
     "steering": "pvdata evaluate --trait evil --model smollm2-135m --layers 15 --coefs 0,2,4 "
     "--judge scripted",
     "projection": "pvdata monitor --trait evil --model smollm2-135m --judge scripted",
-    "screening": "pvdata screen ...   (see `pvdata screen --help`)",
-    "training": "pvdata train ...   (see `pvdata train --help`)",
+    "screening": "pvdata screen pvdata/data/demo_chat.jsonl --model smollm2-135m --trait evil "
+    "--method exact,prompt_last_approx --top-k 10",
+    "training": "pvdata train --model smollm2-135m --data pvdata/data/train_evil.jsonl --monitor evil "
+    "--max-steps 20   (and with --steer evil --coef 4 for a steered run)",
 }
 
 # the table whose rows a page needs

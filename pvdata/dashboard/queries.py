@@ -50,10 +50,10 @@ def warehouse_state(root: str | os.PathLike[str]) -> WarehouseState:
     """missing (no such folder), empty (no run yet) or ok."""
     from pvdata.warehouse import files
 
-    path = files.resolve_root(root)
-    if not path.is_dir():
+    store = files.open_store(root)
+    if not store.exists():
         return "missing"
-    return "ok" if files.table_files(path, "runs") else "empty"
+    return "ok" if files.table_files(store, "runs") else "empty"
 
 
 def table_counts(con: Con) -> dict[str, int]:
@@ -309,17 +309,26 @@ def best_cell(grid: pd.DataFrame, coherence_floor: float = 50.0) -> dict[str, An
 
 
 def projection_runs(con: Con) -> pd.DataFrame:
-    """Runs that wrote projections: kind, model, rows, traits, layers and projection kinds."""
+    """Runs that wrote projections: kind, model, rows, traits, layers, projection kinds, and `judged`
+    (whether any projection has a judged trait score to compare with). Runs with judged scores come
+    first (e.g. `pvdata monitor`), then the others (e.g. a screen's projection stage), newest first."""
     sql = """
-        WITH vt AS (SELECT DISTINCT vector_id, trait FROM vectors)
+        WITH vt AS (SELECT DISTINCT vector_id, trait FROM vectors),
+        judged AS (
+            SELECT DISTINCT p.run_id FROM projections AS p
+            JOIN vt USING (vector_id)
+            JOIN judgments AS j ON j.generation_id = p.source_id AND j.metric = vt.trait
+            WHERE j.score IS NOT NULL
+        )
         SELECT p.run_id, any_value(r.kind) AS kind, any_value(r.model_id) AS model_id,
                any_value(r.finished_at) AS finished_at, count(*) AS n_rows,
                array_to_string(list(DISTINCT vt.trait ORDER BY vt.trait), ',') AS traits,
                array_to_string(list(DISTINCT p.layer ORDER BY p.layer), ',') AS layers,
-               array_to_string(list(DISTINCT p.kind ORDER BY p.kind), ',') AS kinds
+               array_to_string(list(DISTINCT p.kind ORDER BY p.kind), ',') AS kinds,
+               p.run_id IN (SELECT run_id FROM judged) AS judged
         FROM projections AS p LEFT JOIN runs AS r USING (run_id) LEFT JOIN vt USING (vector_id)
         GROUP BY p.run_id
-        ORDER BY finished_at DESC NULLS LAST, p.run_id
+        ORDER BY judged DESC, finished_at DESC NULLS LAST, p.run_id
     """
     return _df(con, sql)
 
@@ -441,7 +450,8 @@ def screen_threshold(con: Con, run_id: str, group: Group) -> tuple[float | None,
             f"SELECT max(threshold) FROM screenings WHERE {_GROUP_WHERE}", [run_id, *group]
         ).fetchone()
         if row is not None and row[0] is not None:
-            return float(row[0]), "screenings.threshold"
+            basis = screen_basis(con, run_id, group)
+            return float(row[0]), "screenings.threshold" + (f" ({basis})" if basis else "")
     row = con.execute("SELECT stats, config FROM runs WHERE run_id = ?", [run_id]).fetchone()
     if row is not None:
         for text, source in ((row[0], "run stats"), (row[1], "run config")):
@@ -454,6 +464,27 @@ def screen_threshold(con: Con, run_id: str, group: Group) -> tuple[float | None,
     if low is not None and low[0] is not None:
         return float(low[0]), "inferred (lowest flagged score)"
     return None, "none"
+
+
+def screen_basis(con: Con, run_id: str, group: Group) -> str | None:
+    """How `pvdata screen` set a group's threshold, in words ('top 3 of 12 scored samples', '95th
+    percentile of the reference, n=500'): the matching entry of the run's stats `groups`."""
+    row = con.execute("SELECT stats FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    stats = _json(row[0]) if row is not None else None
+    groups = stats.get("groups") if isinstance(stats, dict) else None
+    _, trait, vector_id, layer, method = group
+    for g in groups if isinstance(groups, list) else []:
+        if not isinstance(g, dict):
+            continue
+        same = (g.get("trait"), g.get("vector_id"), g.get("layer"), g.get("method")) == (
+            trait,
+            vector_id,
+            layer,
+            method,
+        )
+        if same and isinstance(g.get("basis"), str):
+            return str(g["basis"])
+    return None
 
 
 def score_histogram(con: Con, run_id: str, group: Group, bins: int = 40) -> pd.DataFrame:
@@ -527,10 +558,16 @@ def sample_detail(con: Con, sample_id: str) -> dict[str, Any] | None:
 
 
 def base_answers(con: Con, sample_id: str) -> pd.DataFrame:
-    """The base model's own answers to a sample's prompt (generations with split dataset_base)."""
+    """The base model's own answers to a sample's prompt: generations with split dataset_base that
+    belong to the sample, or that a screening of it compared with (`base_generation_id`: samples that
+    share a prompt share one base answer)."""
     sql = """
         SELECT model_id, answer, n_tokens, finish_reason, run_id, generation_id FROM generations
-        WHERE sample_id = ? AND split = 'dataset_base' ORDER BY run_id, sample_index
+        WHERE split = 'dataset_base' AND (
+            sample_id = $1
+            OR generation_id IN (SELECT base_generation_id FROM screenings WHERE sample_id = $1)
+        )
+        ORDER BY run_id, sample_index, generation_id
     """
     return _df(con, sql, [sample_id])
 
@@ -650,20 +687,40 @@ def train_curves(con: Con, run_ids: Sequence[str]) -> pd.DataFrame:
 
 def train_summary(con: Con, run_ids: Sequence[str]) -> pd.DataFrame:
     """Per run, over its train steps: steps, final and lowest loss, final and mean projection (nulls
-    left out); and the last eval loss where the run evaluated."""
+    left out); the last eval loss where the run evaluated; the monitored layer and the finetuning shift
+    there (finetune_shifts), where the run recorded one."""
     sql = f"""
         WITH t AS (
             SELECT *, {_split(con)} AS split_ FROM train_metrics
             WHERE run_id IN (SELECT unnest(?::VARCHAR[]))
+        ), a AS (
+            SELECT run_id, count(*) FILTER (WHERE split_ = 'train') AS n_steps,
+                   max(step) FILTER (WHERE split_ = 'train') AS last_step,
+                   arg_max(loss, step) FILTER (WHERE split_ = 'train' AND loss IS NOT NULL) AS final_loss,
+                   min(loss) FILTER (WHERE split_ = 'train') AS min_loss,
+                   arg_max(projection, step) FILTER (WHERE split_ = 'train' AND projection IS NOT NULL)
+                       AS final_projection,
+                   avg(projection) FILTER (WHERE split_ = 'train') AS mean_projection,
+                   count(*) FILTER (WHERE split_ = 'eval') AS n_evals,
+                   arg_max(loss, step) FILTER (WHERE split_ = 'eval' AND loss IS NOT NULL)
+                       AS final_eval_loss,
+                   max(layer) AS monitor_layer
+            FROM t GROUP BY run_id
         )
-        SELECT run_id, count(*) FILTER (WHERE split_ = 'train') AS n_steps,
-               max(step) FILTER (WHERE split_ = 'train') AS last_step,
-               arg_max(loss, step) FILTER (WHERE split_ = 'train' AND loss IS NOT NULL) AS final_loss,
-               min(loss) FILTER (WHERE split_ = 'train') AS min_loss,
-               arg_max(projection, step) FILTER (WHERE split_ = 'train' AND projection IS NOT NULL)
-                   AS final_projection,
-               avg(projection) FILTER (WHERE split_ = 'train') AS mean_projection,
-               arg_max(loss, step) FILTER (WHERE split_ = 'eval' AND loss IS NOT NULL) AS final_eval_loss
-        FROM t GROUP BY run_id ORDER BY run_id
+        SELECT a.*, s.shift AS shift_at_layer
+        FROM a LEFT JOIN finetune_shifts AS s ON s.run_id = a.run_id AND s.layer = a.monitor_layer
+        ORDER BY a.run_id
+    """
+    return _df(con, sql, [list(run_ids)])
+
+
+def finetune_shifts(con: Con, run_ids: Sequence[str]) -> pd.DataFrame:
+    """The finetuning shift of the given train runs, one row per run and layer of the monitored vector:
+    base_proj and finetuned_proj (mean prompt_last projections over the trait's eval prompts) and
+    shift = finetuned_proj - base_proj."""
+    sql = """
+        SELECT run_id, trait, vector_id, layer, base_proj, finetuned_proj, shift, n_prompts, model_id,
+               adapter
+        FROM finetune_shifts WHERE run_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY run_id, layer
     """
     return _df(con, sql, [list(run_ids)])
