@@ -59,15 +59,16 @@ def run(args: argparse.Namespace) -> int:
 
     from pvdata.dashboard.common import app_path
     from pvdata.errors import ConfigError, MissingExtraError
-    from pvdata.warehouse.files import resolve_root
+    from pvdata.warehouse.store import open_store
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port {args.port} is not a port number; give 1..65535, e.g. --port 8501")
     if importlib.util.find_spec("streamlit") is None:
         raise MissingExtraError("streamlit", "dashboard")
     app = app_path()
-    root = str(resolve_root(warehouse_root(args.warehouse)))
-    if not Path(root).is_dir():
+    store = open_store(warehouse_root(args.warehouse))
+    root = str(store.root)
+    if not store.exists():
         print(
             f"note: warehouse {root} does not exist yet; the dashboard shows how to fill it", file=sys.stderr
         )

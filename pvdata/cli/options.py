@@ -5,19 +5,30 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 
 def add_warehouse_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--warehouse",
         default=None,
-        help="warehouse root (default: $PVDATA_WAREHOUSE, else ./warehouse)",
+        metavar="DIR_OR_URI",
+        help="warehouse root: a folder, or a filesystem URI such as s3://bucket/prefix, gs://bucket/prefix "
+        "or memory://name (credentials come from the environment, e.g. AWS_ACCESS_KEY_ID; never put them "
+        "in the URI) (default: $PVDATA_WAREHOUSE, else ./warehouse)",
     )
 
 
 def warehouse_root(value: str | None) -> str:
-    """--warehouse, else PVDATA_WAREHOUSE, else ./warehouse (a path or a filesystem URI)."""
-    return value or os.environ.get("PVDATA_WAREHOUSE") or str(Path("warehouse"))
+    """--warehouse, else PVDATA_WAREHOUSE, else ./warehouse (a path or a filesystem URI).
+
+    A URI that carries credentials (s3://key:secret@bucket, ?secret_key=...) is refused here, before any
+    command could print or store it."""
+    root = value or os.environ.get("PVDATA_WAREHOUSE") or str(Path("warehouse"))
+    from pvdata.warehouse.store import check_credentials
+
+    check_credentials(root)
+    return root
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
@@ -55,3 +66,46 @@ def parse_int_list(text: str, *, what: str) -> list[int]:
     if not out:
         raise ConfigError(f"{what} is empty")
     return out
+
+
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """--executor local|ray and the Ray cluster flags (docs/SCALE.md)."""
+    group = parser.add_argument_group("executor (where the model runs; docs/SCALE.md)")
+    group.add_argument(
+        "--executor",
+        default="local",
+        help="local (this process, the default) | ray (an actor pool on a Ray cluster; pip install "
+        "'pvdata[ray]')",
+    )
+    group.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="a running Ray cluster: HOST:PORT as `ray start --head` prints it, ray://HOST:10001, or auto "
+        "(default: $RAY_ADDRESS, else a new local cluster)",
+    )
+    group.add_argument(
+        "--num-workers", type=int, default=1, help="Ray actors, each with the model loaded once"
+    )
+    group.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="GPUs each worker reserves (0.5: two share one)"
+    )
+    group.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each worker reserves")
+    group.add_argument(
+        "--worker-retries",
+        type=int,
+        default=3,
+        help="how often a dead worker is restarted and its batch retried before the step fails",
+    )
+
+
+def executor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields of add_executor_options."""
+    return {
+        "executor": args.executor,
+        "ray_address": args.ray_address,
+        "num_workers": args.num_workers,
+        "gpus_per_worker": args.gpus_per_worker,
+        "cpus_per_worker": args.cpus_per_worker,
+        "worker_retries": args.worker_retries,
+    }

@@ -103,8 +103,8 @@ class JudgeCache:
 
         from pvdata.warehouse import files
 
-        root_path = files.resolve_root(root)
-        infos = files.table_files(root_path, "judge_cache") if root_path.is_dir() else []
+        store = files.open_store(root)
+        infos = files.table_files(store, "judge_cache") if store.exists() else []
         entries: dict[str, JudgeResult] = {}
         if infos:
             wanted = None if keys is None else sorted(set(keys))
@@ -114,7 +114,7 @@ class JudgeCache:
                     return cls(judge_model, {}, sink)
                 expr = expr & pc.field("prompt_hash").isin(wanted)
             columns = ["prompt_hash", "score", "valid_mass", "refusal", "top_logprobs"]
-            table = ds.dataset([i.path for i in infos], format="parquet").to_table(
+            table = ds.dataset([i.path for i in infos], format="parquet", filesystem=store.fs).to_table(
                 columns=columns, filter=expr
             )
             for row in table.to_pylist():

@@ -113,14 +113,12 @@ def _check_metric(metric: str) -> None:
 
 def load_generations(root: Any, run_id: str) -> list[dict[str, Any]]:
     """generation_id, question, answer of one run, first row per generation_id, in id order."""
-    import pyarrow.parquet as pq
-
-    from pvdata.warehouse import Warehouse, files
+    from pvdata.warehouse import Warehouse
 
     wh = Warehouse(root)
-    if not wh.root.is_dir():
+    if not wh.exists():
         raise WarehouseError(
-            f"warehouse {wh.root} does not exist; pass --warehouse DIR or set PVDATA_WAREHOUSE"
+            f"warehouse {wh.uri} does not exist; pass --warehouse DIR or set PVDATA_WAREHOUSE"
         )
     last = wh.get_run(run_id)
     if last is None:
@@ -134,10 +132,9 @@ def load_generations(root: Any, run_id: str) -> list[dict[str, Any]]:
             "generate command to finish it)"
         )
     rows: dict[str, dict[str, Any]] = {}
-    for info in files.table_files(wh.root, "generations", run_id):
-        t = pq.read_table(info.path, columns=["generation_id", "question", "answer"])
-        for r in t.to_pylist():
-            rows.setdefault(r["generation_id"], r)
+    t = wh.read_run_table("generations", run_id, ["generation_id", "question", "answer"])
+    for r in t.to_pylist():
+        rows.setdefault(r["generation_id"], r)
     if not rows:
         raise WarehouseError(
             f"run {run_id} ({last['kind']}) has no rows in the generations table; give a generation run id"

@@ -58,7 +58,7 @@ class TrainResult:
 
 def _vector_runs(wh: Any, vector_id: str) -> list[str]:
     """The warehouse runs that wrote a vector (its lineage), or [] when it came from a file only."""
-    if not (Path(wh.root) / "tables" / "vectors").is_dir():
+    if not wh.has_table("vectors"):
         return []
     rows = (
         wh.connect()
@@ -261,7 +261,7 @@ def run_train(
                 model=cfg.model,
                 trait=vectors.monitor_trait,
             )
-        out = Path(cfg.out).expanduser() if cfg.out else Path(str(wh.root)) / "adapters" / run.run_id
+        out = Path(cfg.out).expanduser() if cfg.out else wh.local_dir("adapters", run.run_id)
         out.mkdir(parents=True, exist_ok=True)
         (out / "pvdata_train.json").write_text(
             json.dumps({"run_id": run.run_id, "warehouse": str(wh.root), "config": config}, indent=1)

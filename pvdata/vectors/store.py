@@ -110,7 +110,7 @@ def resolve_vector(warehouse: Any, spec: str | None, *, trait: str, model_id: st
         return load_vector(spec)
     if spec:
         return read_vector(warehouse.connect(), spec)
-    exists = Path(str(warehouse.root)).is_dir() if "://" not in str(warehouse.root) else True
+    exists = warehouse.exists()
     found = latest_vector_id(warehouse.connect(), trait, model_id) if exists else None
     if found is None:
         raise VectorError(

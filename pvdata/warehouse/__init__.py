@@ -12,6 +12,8 @@ A pipeline step opens a run, skips what it already committed, and writes through
     ...         writer.write({"judgment_id": ..., "generation_id": ..., "metric": "evil", "score": 87.5})
     >>> con = connect("warehouse")  # in-memory DuckDB, a view per table
 
+The root is a local folder or a filesystem URI (s3://bucket/prefix, gs://..., memory://...): see store.py.
+
 See docs/WAREHOUSE.md.
 """
 
@@ -20,8 +22,10 @@ from pvdata.warehouse.ids import canonical_json, config_hash, item_id
 from pvdata.warehouse.queries import describe_query, load_query, query_names
 from pvdata.warehouse.reader import (
     CATALOG_NAME,
+    CLI_SCRIPT_NAME,
     arrow_table,
     connect,
+    duckdb_cli_script,
     refresh_catalog,
     to_arrow,
     to_hf_dataset,
@@ -41,10 +45,12 @@ from pvdata.warehouse.schema import (
     get_spec,
     validate_file,
 )
+from pvdata.warehouse.store import Store, open_store
 from pvdata.warehouse.writer import Commit, TableWriter
 
 __all__ = [
     "CATALOG_NAME",
+    "CLI_SCRIPT_NAME",
     "REDACTED",
     "RUN_KINDS",
     "RUN_STATUSES",
@@ -53,6 +59,7 @@ __all__ = [
     "Commit",
     "FileInfo",
     "Run",
+    "Store",
     "TableSpec",
     "TableWriter",
     "Warehouse",
@@ -62,10 +69,12 @@ __all__ = [
     "config_hash",
     "connect",
     "describe_query",
+    "duckdb_cli_script",
     "get_spec",
     "is_secret_key",
     "item_id",
     "load_query",
+    "open_store",
     "query_names",
     "redact",
     "redact_text",

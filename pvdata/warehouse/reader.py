@@ -9,6 +9,7 @@ runs still running, never of failed ones). `runs` shows the latest event of ever
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -19,9 +20,13 @@ import pyarrow as pa
 
 from pvdata.errors import MissingExtraError, WarehouseError
 from pvdata.warehouse import files
+from pvdata.warehouse.files import StoreLike
 from pvdata.warehouse.schema import TABLES, FileInfo, TableSpec
+from pvdata.warehouse.store import open_store
 
 CATALOG_NAME = "pv.duckdb"
+
+log = logging.getLogger("pvdata.warehouse")
 
 _SQL_TYPES: dict[pa.DataType, str] = {
     pa.string(): "VARCHAR",
@@ -65,74 +70,127 @@ def _column_exprs(spec: TableSpec, infos: list[FileInfo]) -> list[str]:
     return out
 
 
-def raw_view_sql(root: Path, spec: TableSpec, infos: list[FileInfo]) -> str:
-    """SELECT over a table's files; an empty table gets a typed zero-row SELECT with the same columns."""
+def raw_view_sql(root: StoreLike, spec: TableSpec, infos: list[FileInfo], source: str | None = None) -> str:
+    """SELECT over a table's files; an empty table gets a typed zero-row SELECT with the same columns.
+
+    `source` replaces the default `read_parquet` of the table's local glob (a registered Arrow dataset
+    for a warehouse on a filesystem URI, or an s3:// glob in the DuckDB CLI script)."""
     if not infos:
         cols = []
         for f in spec.schema:
             sql_type = _SQL_TYPES[f.type]
             cols.append(f"CAST(NULL AS {sql_type}) AS {quote_ident(f.name)}")
         return f"SELECT {', '.join(cols)} WHERE false"
-    source = (
-        f"read_parquet({quote_literal(files.table_glob(root, spec.name))}, "
-        "hive_partitioning = true, hive_types = {'run_id': VARCHAR})"
-    )
+    if source is None:
+        source = read_parquet_sql(files.table_glob(root, spec.name))
     return f"SELECT {', '.join(_column_exprs(spec, infos))} FROM {source}"
+
+
+def read_parquet_sql(glob: str) -> str:
+    options = "hive_partitioning = true, hive_types = {'run_id': VARCHAR}"
+    return f"read_parquet({quote_literal(glob)}, {options})"
 
 
 def _statuses(include_running: bool) -> str:
     return "('succeeded', 'running')" if include_running else "('succeeded')"
 
 
-def create_views(
-    con: duckdb.DuckDBPyConnection, root: Path, *, include_running: bool = False, validate: bool = True
-) -> dict[str, list[FileInfo]]:
-    """Create `<table>_all`, `<table>` views (and `runs`) on a connection; returns the files per table."""
-    infos = {t: files.table_files(root, t) if validate else [] for t in TABLES}
+def view_statements(
+    root: StoreLike,
+    infos: dict[str, list[FileInfo]],
+    *,
+    include_running: bool = False,
+    sources: dict[str, str] | None = None,
+) -> list[str]:
+    """The CREATE VIEW statements of `<table>_all`, `runs` and `<table>` (see the module doc)."""
+    out = []
     for name, spec in TABLES.items():
-        con.execute(f"CREATE OR REPLACE VIEW {name}_all AS {raw_view_sql(root, spec, infos[name])}")
-    con.execute(
+        source = (sources or {}).get(name)
+        out.append(f"CREATE OR REPLACE VIEW {name}_all AS {raw_view_sql(root, spec, infos[name], source)}")
+    out.append(
         "CREATE OR REPLACE VIEW runs AS SELECT * FROM runs_all "
         "QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY seq DESC) = 1"
     )
     for name in TABLES:
         if name == "runs":
             continue
-        con.execute(
+        out.append(
             f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {name}_all WHERE run_id IN "
             f"(SELECT run_id FROM runs WHERE status IN {_statuses(include_running)})"
         )
+    return out
+
+
+def create_views(
+    con: duckdb.DuckDBPyConnection,
+    root: StoreLike,
+    *,
+    include_running: bool = False,
+    validate: bool = True,
+) -> dict[str, list[FileInfo]]:
+    """Create `<table>_all`, `<table>` views (and `runs`) on a connection; returns the files per table.
+
+    A local warehouse's views read its files with read_parquet, live. A warehouse on a filesystem URI
+    gets one registered pyarrow dataset per table over the files validated now (DuckDB needs no httpfs):
+    files committed later show up on the next connect()."""
+    store = open_store(root)
+    infos = {t: files.table_files(store, t) if validate else [] for t in TABLES}
+    sources: dict[str, str] = {}
+    if not store.is_local:
+        import pyarrow.dataset as ds
+
+        for name, spec in TABLES.items():
+            if infos[name]:
+                dataset = ds.dataset(
+                    [i.path for i in infos[name]], schema=spec.schema, format="parquet", filesystem=store.fs
+                )
+                sources[name] = f"_pv_files_{name}"
+                con.register(sources[name], dataset)
+    for sql in view_statements(store, infos, include_running=include_running, sources=sources):
+        con.execute(sql)
     return infos
 
 
-def connect(root: str | os.PathLike[str], include_running: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(root: StoreLike, include_running: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per table (succeeded runs only unless include_running).
 
-    Views read the files live: rows committed after connect() show up in later queries. A table that
-    was empty at connect() stays empty in this connection; connect again to see it.
+    `root` is a local folder or a filesystem URI (s3://bucket/prefix, ...). Views of a local warehouse
+    read the files live: rows committed after connect() show up in later queries (a table that was empty
+    at connect() stays empty in this connection). A remote warehouse's views see the files that existed
+    at connect(). Connect again to see newer ones.
     """
-    path = files.resolve_root(root)
-    if not path.is_dir():
+    store = open_store(root)
+    if not store.exists():
         raise WarehouseError(
-            f"warehouse {path} does not exist; pass --warehouse DIR or set PVDATA_WAREHOUSE to an existing "
-            "one"
+            f"warehouse {store.uri} does not exist; pass --warehouse DIR or URI, or set PVDATA_WAREHOUSE "
+            "to an existing one"
         )
     con = duckdb.connect(":memory:")
     try:
-        create_views(con, path, include_running=include_running)
+        create_views(con, store, include_running=include_running)
     except BaseException:
         con.close()
         raise
     return con
 
 
-def refresh_catalog(root: str | os.PathLike[str]) -> Path:
+def refresh_catalog(root: StoreLike) -> Path | str | None:
     """Rewrite ROOT/pv.duckdb (views only, for the DuckDB CLI) via a temp file and a rename.
 
     The rename never waits on a lock: a DuckDB CLI that has the old catalog open keeps reading it. The
     file uses DuckDB's v1.0 storage format when this duckdb can write it, so older DuckDB CLIs open it.
+    A warehouse on s3:// or gs:// gets ROOT/pv.sql instead (a script of httpfs views, see
+    duckdb_cli_script); other filesystems get nothing (None), as the DuckDB CLI cannot read them.
     """
-    path = files.resolve_root(root)
+    store = open_store(root)
+    if store.local is None:
+        if store.scheme not in _CLI_SCHEMES:
+            log.info("no DuckDB CLI catalog for %s: DuckDB cannot read %s://", store.uri, store.scheme)
+            return None
+        script = store.path(CLI_SCRIPT_NAME)
+        store.write_bytes(script, duckdb_cli_script(store).encode())
+        return store.display(script)
+    path = store.local
     target = path / CATALOG_NAME
     tmp = path / f".{CATALOG_NAME}.{uuid.uuid4().hex[:8]}.tmp"
     try:
@@ -144,7 +202,7 @@ def refresh_catalog(root: str | os.PathLike[str]) -> Path:
                 tmp.unlink(missing_ok=True)
                 con.execute(f"ATTACH {quote_literal(str(tmp))} AS pv")
             con.execute("USE pv")
-            create_views(con, path, include_running=False)
+            create_views(con, store, include_running=False)
             con.execute("CHECKPOINT pv")
             con.execute("USE memory")
             con.execute("DETACH pv")
@@ -155,6 +213,49 @@ def refresh_catalog(root: str | os.PathLike[str]) -> Path:
         tmp.unlink(missing_ok=True)
         Path(str(tmp) + ".wal").unlink(missing_ok=True)
     return target
+
+
+CLI_SCRIPT_NAME = "pv.sql"
+_CLI_SCHEMES = ("s3", "gs", "gcs")
+
+
+def duckdb_cli_script(root: StoreLike) -> str:
+    """SQL for the DuckDB CLI: load httpfs, then the same views as connect() over s3:// (or gs://) globs.
+
+    It holds no credentials: create a DuckDB secret first (the comment at its top shows the statement with
+    this warehouse's region and endpoint), then `duckdb -init pv.sql`."""
+    import urllib.parse
+
+    store = open_store(root)
+    if store.local is not None or store.scheme not in _CLI_SCHEMES:
+        raise WarehouseError(
+            f"warehouse {store.uri}: the DuckDB CLI reads local folders (use pv.duckdb) and s3:// or gs:// "
+            "URIs through httpfs; it cannot read this one"
+        )
+    infos = {t: files.table_files(store, t) for t in TABLES}
+    url = "gs" if store.scheme in ("gs", "gcs") else "s3"
+    prefix = f"{url}://{store.base.strip('/')}"
+    query = dict(urllib.parse.parse_qsl(store.uri.partition("?")[2]))
+    if url == "s3":
+        opts = ["TYPE s3", "KEY_ID '<AWS_ACCESS_KEY_ID>'", "SECRET '<AWS_SECRET_ACCESS_KEY>'"]
+        opts.append(f"REGION '{query.get('region') or os.environ.get('AWS_REGION') or 'us-east-1'}'")
+        if query.get("endpoint_override"):
+            opts += [f"ENDPOINT '{query['endpoint_override']}'", "URL_STYLE 'path'"]
+        if query.get("scheme") == "http":
+            opts.append("USE_SSL false")
+    else:
+        opts = ["TYPE gcs", "KEY_ID '<HMAC_KEY_ID>'", "SECRET '<HMAC_SECRET>'"]
+    sources = {t: read_parquet_sql(f"{prefix}/tables/{t}/*/*.parquet") for t in TABLES}
+    lines = [
+        f"-- DuckDB CLI views over the pvdata warehouse {store.uri}, written by pvdata.",
+        "-- No credentials are stored here. Create a DuckDB secret once, e.g.:",
+        f"--   CREATE PERSISTENT SECRET pvdata ({', '.join(opts)});",
+        "-- then: duckdb -init pv.sql   (files committed later show up in the next query)",
+        "INSTALL httpfs;",
+        "LOAD httpfs;",
+    ]
+    lines += [s + ";" for s in view_statements(store, infos, sources=sources)]
+    return "\n".join(lines) + "\n"
 
 
 def _relation(con: duckdb.DuckDBPyConnection, table_or_query: str) -> duckdb.DuckDBPyRelation:
@@ -173,7 +274,7 @@ def arrow_table(rel: duckdb.DuckDBPyRelation) -> pa.Table:
     return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
 
 
-def to_arrow(root: str | os.PathLike[str], table_or_query: str, include_running: bool = False) -> pa.Table:
+def to_arrow(root: StoreLike, table_or_query: str, include_running: bool = False) -> pa.Table:
     """A table name (or `<table>_all`) or a SQL query over the views, as a pyarrow Table."""
     con = connect(root, include_running=include_running)
     try:
@@ -182,14 +283,14 @@ def to_arrow(root: str | os.PathLike[str], table_or_query: str, include_running:
         con.close()
 
 
-def to_polars(root: str | os.PathLike[str], table_or_query: str, include_running: bool = False) -> Any:
+def to_polars(root: StoreLike, table_or_query: str, include_running: bool = False) -> Any:
     """As to_arrow, as a polars DataFrame (FLOAT[H] columns become Array(Float32, H))."""
     import polars as pl
 
     return pl.from_arrow(to_arrow(root, table_or_query, include_running=include_running))
 
 
-def to_hf_dataset(root: str | os.PathLike[str], table_or_query: str, include_running: bool = False) -> Any:
+def to_hf_dataset(root: StoreLike, table_or_query: str, include_running: bool = False) -> Any:
     """As to_arrow, as a Hugging Face `datasets.Dataset` (needs the 'datasets' extra)."""
     try:
         import datasets

@@ -43,6 +43,11 @@ _SECRET_VALUE = re.compile(
 )
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]+:)(?P<pw>[^@\s/]+)(?P<post>@)")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}")
+# credentials as URI query parameters: s3://bucket?secret_key=..., Azure SAS ?sig=...
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&](?:access_key|secret_key|secret_access_key|session_token|access_token|sig|account_key|"
+    r"sas_token|password|api_key|token)=)[^&\s'\"]+"
+)
 
 
 def is_secret_key(key: str) -> bool:
@@ -51,9 +56,11 @@ def is_secret_key(key: str) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """Mask credential-looking substrings (sk-..., hf_..., user:password@ in URLs, Bearer ...)."""
+    """Mask credential-looking substrings (sk-..., hf_..., user:password@ and ?secret_key=... in URLs,
+    Bearer ...)."""
     text = _SECRET_VALUE.sub(REDACTED, text)
     text = _URL_PASSWORD.sub(lambda m: f"{m['pre']}{REDACTED}{m['post']}", text)
+    text = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return _BEARER.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
 
 

@@ -24,13 +24,14 @@ from types import TracebackType
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pvdata.errors import WarehouseError
 from pvdata.warehouse import files
 from pvdata.warehouse.ids import canonical_json, config_hash
+from pvdata.warehouse.lease import Lease
 from pvdata.warehouse.redact import redact, redact_text
 from pvdata.warehouse.schema import RUN_KINDS, TABLES, file_metadata, get_spec
+from pvdata.warehouse.store import Store, open_store
 from pvdata.warehouse.writer import Commit, TableWriter
 
 log = logging.getLogger("pvdata.warehouse")
@@ -72,13 +73,55 @@ def _pvdata_version() -> str:
 
 
 class Warehouse:
-    """A warehouse root: runs that write tables, and readers over them."""
+    """A warehouse root: runs that write tables, and readers over them.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = files.resolve_root(root)
+    `root` is a local folder (or file:// URI) or a filesystem URI such as s3://bucket/prefix (see
+    store.py). `Warehouse.root` is then the local Path, or the URI as a str."""
+
+    def __init__(self, root: str | os.PathLike[str] | Store) -> None:
+        self.store = open_store(root)
+        self.root: Path | str = self.store.root
 
     def __repr__(self) -> str:
-        return f"Warehouse({str(self.root)!r})"
+        return f"Warehouse({self.uri!r})"
+
+    @property
+    def uri(self) -> str:
+        """The root as users see it: a local path or a URI (never with credentials)."""
+        return self.store.uri
+
+    @property
+    def is_local(self) -> bool:
+        return self.store.is_local
+
+    def exists(self) -> bool:
+        """Whether the warehouse exists (on an object store: whether anything was written under it)."""
+        return self.store.exists()
+
+    def has_table(self, table: str) -> bool:
+        """Whether any run wrote a file of this table (its folder exists)."""
+        return self.store.is_dir(files.table_dir(self.store, table))
+
+    def local_dir(self, *parts: str) -> Path:
+        """A local folder for outputs that are files, not tables (exports, adapters): ROOT/<parts> for a
+        local warehouse; for a remote one, <PVDATA_CACHE>/warehouses/<scheme>/<bucket>/<prefix>/<parts>."""
+        if self.store.local is not None:
+            return self.store.local.joinpath(*parts)
+        from pvdata.models.cache import cache_root
+
+        where = [p for p in self.store.base.strip("/").split("/") if p not in ("", ".", "..")]
+        return cache_root().joinpath("warehouses", self.store.scheme, *where, *parts)
+
+    def read_run_table(self, table: str, run_id: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """Everything one run committed to a table (all attempts), read straight from its files."""
+        cols = list(columns) if columns is not None else None
+        spec = get_spec(table)
+        infos = files.table_files(self.store, table, run_id)
+        if not infos:
+            schema = spec.schema if cols is None else pa.schema([spec.schema.field(c) for c in cols])
+            return schema.empty_table()
+        tables = [self.store.read_table(i.path, columns=cols) for i in infos]
+        return pa.concat_tables(tables, promote_options="permissive")
 
     def run_id_for(
         self,
@@ -116,10 +159,7 @@ class Warehouse:
 
     def run_events(self, run_id: str) -> list[dict[str, Any]]:
         """All runs rows of one run, oldest first."""
-        infos = files.table_files(self.root, "runs", run_id)
-        rows: list[dict[str, Any]] = []
-        for info in infos:
-            rows.extend(pq.read_table(info.path).to_pylist())
+        rows = self.read_run_table("runs", run_id).to_pylist()
         return sorted(rows, key=lambda r: r["seq"])
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
@@ -130,12 +170,12 @@ class Warehouse:
     def connect(self, include_running: bool = False) -> Any:
         from pvdata.warehouse.reader import connect
 
-        return connect(self.root, include_running=include_running)
+        return connect(self.store, include_running=include_running)
 
-    def refresh_catalog(self) -> Path:
+    def refresh_catalog(self) -> Path | str | None:
         from pvdata.warehouse.reader import refresh_catalog
 
-        return refresh_catalog(self.root)
+        return refresh_catalog(self.store)
 
 
 class RunLock:
@@ -184,9 +224,16 @@ class RunLock:
         return False
 
 
-def run_is_alive(root: str | os.PathLike[str], run_id: str) -> bool:
+def run_lock(store: Store, run_id: str) -> RunLock | Lease:
+    """flock for a local warehouse; a lease object for one on a filesystem URI (see lease.py)."""
+    if store.local is not None:
+        return RunLock(store.local, run_id)
+    return Lease(store, run_id)
+
+
+def run_is_alive(root: str | os.PathLike[str] | Store, run_id: str) -> bool:
     """Whether a process is writing this run right now."""
-    return RunLock(files.resolve_root(root), run_id).is_held_elsewhere()
+    return run_lock(open_store(root), run_id).is_held_elsewhere()
 
 
 class Run:
@@ -208,6 +255,7 @@ class Run:
         if isinstance(parent_run_ids, str):
             parent_run_ids = [parent_run_ids]
         self.warehouse = warehouse
+        self.store = warehouse.store
         self.root = warehouse.root
         self.kind = kind
         self.config: Any = redact(json.loads(canonical_json(config)))
@@ -224,7 +272,7 @@ class Run:
         self.attempt = 0
         self.message = ""
         self.stats: dict[str, Any] = {}
-        self._lock = RunLock(self.root, self.run_id)
+        self._lock = run_lock(self.store, self.run_id)
         self._writers: dict[str, TableWriter] = {}
         self._seq = 0
         self._started_at: dt.datetime | None = None
@@ -247,9 +295,9 @@ class Run:
             raise WarehouseError(f"run {self.run_id} was already started; call Warehouse.run() again")
         self._entered = True
         for parent in self.parent_run_ids:
-            if not files.run_dir(self.root, "runs", parent).is_dir():
+            if not self.store.is_dir(files.run_dir(self.store, "runs", parent)):
                 raise WarehouseError(
-                    f"parent run {parent!r} is not in warehouse {self.root}; list its runs with "
+                    f"parent run {parent!r} is not in warehouse {self.warehouse.uri}; list its runs with "
                     "`pvdata runs list`"
                 )
         self._lock.acquire()
@@ -280,7 +328,7 @@ class Run:
         else:
             self.status_before, self.attempt = "resumed", (last["attempt"] or 0) + 1
             self._started_at = events[0]["started_at"] or utcnow()
-            removed = files.remove_stale_tmp(self.root, self.run_id)
+            removed = files.remove_stale_tmp(self.store, self.run_id)
             self.message = (
                 f"resuming run {self.run_id} (attempt {self.attempt}; last status {last['status']}"
                 + (f", removed {removed} partial file(s)" if removed else "")
@@ -306,6 +354,11 @@ class Run:
                     close_error = close_error or e
             if exc is None and close_error is not None:
                 exc = close_error
+            if exc is None and isinstance(self._lock, Lease) and self._lock.lost:
+                exc = WarehouseError(
+                    f"run {self.run_id} lost its write lease (not renewed within {self._lock.ttl:g} s), so "
+                    "another process may have written it meanwhile; rerun the command to check and finish it"
+                )
             if exc is None:
                 self._record("succeeded", stats=self._final_stats())
             else:
@@ -322,12 +375,12 @@ class Run:
             try:
                 self.warehouse.refresh_catalog()
             except Exception as e:  # the catalog is a convenience; never fail a run over it
-                log.warning("could not refresh %s: %s", self.root / "pv.duckdb", e)
+                log.warning("could not refresh the DuckDB catalog of %s: %s", self.warehouse.uri, e)
         if exc_type is None and exc is not None:
             raise exc  # a writer failed to commit on close
 
     def _final_stats(self) -> dict[str, Any]:
-        totals = {t: sum(f.num_rows for f in files.table_files(self.root, t, self.run_id)) for t in TABLES}
+        totals = {t: sum(f.num_rows for f in files.table_files(self.store, t, self.run_id)) for t in TABLES}
         return {
             **self.stats,
             "rows": {t: w.rows_written for t, w in self._writers.items()},
@@ -367,8 +420,8 @@ class Run:
         spec = get_spec("runs")
         table = pa.Table.from_pylist([row], schema=spec.schema)
         table = table.replace_schema_metadata(file_metadata("runs", self.run_id, {}))
-        path = files.run_dir(self.root, "runs", self.run_id) / files.part_name(self._seq)
-        files.write_atomic(table, path, compression="zstd")
+        path = self.store.path("tables", "runs", f"run_id={self.run_id}", files.part_name(self._seq))
+        files.write_atomic(table, path, compression="zstd", store=self.store)
 
     # -- what the pipeline uses -----------------------------------------------------------------------------
 
@@ -397,7 +450,7 @@ class Run:
         if existing is not None and not existing.closed:
             return existing
         writer = TableWriter(
-            self.root,
+            self.store,
             table,
             self.run_id,
             chunk_rows=chunk_rows,
@@ -428,8 +481,8 @@ class Run:
                 f"table {table!r} has no column(s) {', '.join(bad)}; its columns: {spec.columns}"
             )
         out: set[Any] = set()
-        for info in files.table_files(self.root, table, self.run_id):
-            t = pq.read_table(info.path, columns=cols)
+        for info in files.table_files(self.store, table, self.run_id):
+            t = self.store.read_table(info.path, columns=cols)
             if len(cols) == 1:
                 out.update(t.column(0).to_pylist())
             else:
@@ -438,7 +491,4 @@ class Run:
 
     def rows(self, table: str) -> pa.Table:
         """Everything this run committed to a table so far (all attempts)."""
-        infos = files.table_files(self.root, table, self.run_id)
-        if not infos:
-            return get_spec(table).schema.empty_table()
-        return pa.concat_tables([pq.read_table(i.path) for i in infos], promote_options="permissive")
+        return self.warehouse.read_run_table(table, self.run_id)

@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pvdata.errors import WarehouseError
+
+if TYPE_CHECKING:
+    from pvdata.warehouse.store import Store
 
 SCHEMA_VERSION = 1
 
@@ -397,13 +401,21 @@ def _describe(spec: TableSpec, cols: list[str]) -> str:
 _HOW_TO_FIX = "move it out of the warehouse's tables/ folder (pvdata writes only through its writer)"
 
 
-def validate_file(path: str | os.PathLike[str], table: str | None = None) -> FileInfo:
-    """Read one file's footer and check its stamps and columns; a WarehouseError names the file."""
-    p = Path(path)
-    where = f"file {p}"
+def validate_file(
+    path: str | os.PathLike[str], table: str | None = None, *, store: Store | None = None
+) -> FileInfo:
+    """Read one file's footer and check its stamps and columns; a WarehouseError names the file.
+
+    `store` is the warehouse the file lies in when it is not a local file (path is then the filesystem's
+    path of the file); a missing file raises FileNotFoundError."""
+    remote = store is not None and not store.is_local
+    p: PurePath = PurePosixPath(os.fspath(path)) if remote else Path(path)
+    where = f"file {store.display(str(p)) if store is not None and remote else p}"
     try:
-        meta = pq.read_metadata(p)
+        meta = store.read_metadata(str(p)) if store is not None and remote else pq.read_metadata(p)
         schema = meta.schema.to_arrow_schema()
+    except FileNotFoundError:
+        raise
     except (pa.ArrowException, OSError) as exc:
         raise WarehouseError(f"{where} is not a readable Parquet file ({exc}); {_HOW_TO_FIX}") from None
     kv = meta.metadata or {}

@@ -1,9 +1,9 @@
 """TableWriter: the one way pipelines persist rows.
 
 Rows are buffered and committed as one Parquet file every `chunk_rows` rows, `chunk_bytes` bytes or
-`chunk_seconds` seconds (checked on each write) and on close. A commit is a rename, so each file is
-all-or-nothing. The rows of one `write` call always land in the same file: write all rows of a work
-item in one call and a crash can never leave half an item behind.
+`chunk_seconds` seconds (checked on each write) and on close. A commit is a rename (locally) or one
+upload (object stores), so each file is all-or-nothing. The rows of one `write` call always land in the
+same file: write all rows of a work item in one call and a crash can never leave half an item behind.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -21,8 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pvdata.errors import WarehouseError
-from pvdata.warehouse.files import next_seq, part_name, run_dir, write_atomic
+from pvdata.warehouse.files import StoreLike, next_seq, part_name, run_dir, write_atomic
 from pvdata.warehouse.schema import VEC16, TableSpec, file_metadata, get_spec
+from pvdata.warehouse.store import open_store
 
 Rows: TypeAlias = Mapping[str, Any] | Iterable[Mapping[str, Any]] | pa.Table | pa.RecordBatch
 
@@ -31,9 +31,9 @@ _PY_BATCH = 2048  # dict rows are turned into Arrow in batches of this size
 
 @dataclass(frozen=True)
 class Commit:
-    """One committed file, passed to `on_commit` (progress bars, tests)."""
+    """One committed file, passed to `on_commit` (progress bars, tests); path as its filesystem spells it."""
 
-    path: Path
+    path: str
     rows: int
     total_rows: int
 
@@ -43,7 +43,7 @@ class TableWriter:
 
     def __init__(
         self,
-        root: Path,
+        root: StoreLike,
         table: str,
         run_id: str,
         *,
@@ -60,14 +60,15 @@ class TableWriter:
             raise WarehouseError("the runs table is written by Warehouse.run(), not by a TableWriter")
         if chunk_rows < 1 or chunk_seconds <= 0 or chunk_bytes < 1:
             raise WarehouseError("chunk_rows, chunk_seconds and chunk_bytes must be positive")
-        self.root, self.table, self.run_id = root, table, run_id
+        self.store = open_store(root)
+        self.root, self.table, self.run_id = self.store.root, table, run_id
         self.chunk_rows, self.chunk_seconds, self.chunk_bytes = chunk_rows, chunk_seconds, chunk_bytes
         self.compression, self.fsync, self.on_commit = compression, fsync, on_commit
         self.schema = self._target_schema(vector_dtype)
         self._names = frozenset(self.schema.names)
         self._required = tuple(c for c in self.spec.required if c != "run_id")
-        self.dir = run_dir(root, table, run_id)
-        self._seq = next_seq(self.dir)
+        self.dir = run_dir(self.store, table, run_id)
+        self._seq = next_seq(self.dir, self.store)
         self._pieces: list[pa.Table] = []
         self._py_rows: list[dict[str, Any]] = []
         self._buffered = 0
@@ -280,9 +281,9 @@ class TableWriter:
             return
         dims = {c: _width(table.column(c)) for c in self.spec.vector_columns}
         table = table.replace_schema_metadata(file_metadata(self.table, self.run_id, dims))
-        path = self.dir / part_name(self._seq)
+        path = self.store.path("tables", self.table, f"run_id={self.run_id}", part_name(self._seq))
         self._seq += 1
-        write_atomic(table, path, compression=self.compression, fsync=self.fsync)
+        write_atomic(table, path, compression=self.compression, fsync=self.fsync, store=self.store)
         self.rows_written += table.num_rows
         self.files_written += 1
         if self.on_commit is not None:
