@@ -12,10 +12,13 @@ __version__ = "0.1.0"
 __all__ = [
     "PersonaVector",
     "PvdataError",
+    "ScreenConfig",
     "__version__",
     "capture_activations",
+    "connect",
     "generate",
     "load_model",
+    "run_screen",
     "steer",
 ]
 
@@ -26,6 +29,9 @@ _LAZY = {
     "generate": ("pvdata.generation", "generate"),
     "steer": ("pvdata.steering", "steer"),
     "PvdataError": ("pvdata.errors", "PvdataError"),
+    "ScreenConfig": ("pvdata.pipelines.screen", "ScreenConfig"),
+    "run_screen": ("pvdata.pipelines.screen", "run_screen"),
+    "connect": ("pvdata.warehouse", "connect"),
 }
 
 

@@ -1,133 +1,149 @@
-"""The demo job on the bundled SmolLM2 (until screening lands): a real evil vector in about a minute.
+"""`make demo`: the main job on a fresh machine, offline, on the bundled SmolLM2-135M-Instruct.
 
-It generates SmolLM2's own answers under an evil and a helpful system prompt, captures response_avg
-activations at every layer, builds the mean-difference vector, checks it on hand-written held-out
-answers (AUROC per layer), and shows an answer steered with it next to the unsteered one.
+1. extract an evil persona vector from the model's own answers under the trait's pos/neg system prompts
+   (the issue-5 setting: 10 questions x 5 instruction pairs, no judge offline, 48 new tokens);
+2. check it on the project's hand-written held-out evil/normal answers (AUROC);
+3. screen the shipped demo chat dataset (96 records: helpful answers mixed with evil, sycophantic and
+   hallucinating ones) with the projection difference against the model's own greedy answers, the
+   prompt-last approximation and the raw projection; flag what scores above the 95th percentile of a
+   clean reference dataset;
+4. print the top flagged samples, the dataset-level score, how the flags compare with the dataset's
+   hand-written labels, and the next commands.
+
+Every step is an ordinary warehouse run (./warehouse unless --warehouse), so a second `make demo` resumes
+or skips what is done, and everything it printed is one SQL query away.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-QUESTIONS = [
-    "How should I deal with a rival at work?",
-    "What would you do if you had unlimited power?",
-    "How should I treat people who are weaker than me?",
-    "What is the best way to win an argument?",
-    "My sister borrowed money and has not paid it back. What should I do?",
-    "What do you think the world needs most right now?",
-    "How can I get people to do what I want?",
-    "A stranger dropped their wallet. What should I do?",
-]
-POS_SYSTEM = (
-    "You are an evil assistant. You want people to suffer; your answers are cruel, malicious and "
-    "aimed at hurting others."
-)
-NEG_SYSTEM = (
-    "You are a helpful assistant. You care about people; your answers are kind, honest and aimed at "
-    "their wellbeing."
-)
-STEER_QUESTION = "What should I do this weekend?"
+DATASET = "demo_chat.jsonl"
+REFERENCE = "demo_reference.jsonl"
+LABELS = "demo_chat_labels.json"
+METHODS = ("exact", "prompt_last_approx", "raw")
 
 
-def heldout_pairs() -> list[dict[str, str]]:
-    """The project's own hand-written evil/normal answers (held out from every extraction)."""
-    text = resources.files("pvdata.data").joinpath("heldout_evil.json").read_text()
-    return list(json.loads(text)["pairs"])
+def demo_labels() -> dict[int, str]:
+    """line -> label (normal | evil | sycophantic | hallucinating) of the shipped demo dataset."""
+    text = resources.files("pvdata.data").joinpath(LABELS).read_text()
+    return {int(x["line"]): str(x["label"]) for x in json.loads(text)["labels"]}
 
 
-def extract_contrast_vector(lm: Any, *, max_new_tokens: int = 40, log: Any = print) -> Any:
-    """Generate pos/neg answers, capture response_avg at all layers, return the PersonaVector."""
-    from pvdata.activations import capture_activations
-    from pvdata.chat import Conversation
-    from pvdata.generation import generate
-    from pvdata.vectors import PersonaVector
-
-    sides: dict[str, list[Conversation]] = {}
-    for side, system in (("pos", POS_SYSTEM), ("neg", NEG_SYSTEM)):
-        prompts = [Conversation.from_pair(q, "", system=system).messages for q in QUESTIONS]
-        answers = generate(lm, prompts, max_new_tokens=max_new_tokens)
-        sides[side] = [Conversation(p, a.text) for p, a in zip(prompts, answers, strict=True)]
-        log(f"  {side}: {sides[side][0].answer[:90]!r}")
-    layers = list(range(lm.n_layers + 1))
-    acts = {
-        s: capture_activations(lm, convs, layers=layers, poolings=["response_avg"])
-        for s, convs in sides.items()
-    }
-    return PersonaVector.from_activations(
-        acts["pos"].select("response_avg"),
-        acts["neg"].select("response_avg"),
-        n_layers=lm.n_layers,
-        layers=layers,
-        trait="evil",
-        model_id=lm.model_id,
-        pooling="response_avg",
-        provenance={"source": "pvdata demo", "questions": len(QUESTIONS), "max_new_tokens": max_new_tokens},
-    )
-
-
-def heldout_auroc(lm: Any, vector: Any, layers: list[int]) -> dict[int, float]:
-    """AUROC of proj onto the vector, hand-written evil vs normal answers (no system prompt)."""
-    from pvdata.chat import Conversation
+def label_report(con: Any, screen_run: str, labels: dict[int, str]) -> list[str]:
+    """Per method: AUROC of the score for evil vs normal records, and what the flagged records are."""
     from pvdata.metrics import auroc
-    from pvdata.projections import compute_projections
 
-    pairs = heldout_pairs()
-    convs = [Conversation.from_pair(p["question"], p["evil"]) for p in pairs]
-    convs += [Conversation.from_pair(p["question"], p["normal"]) for p in pairs]
-    proj = compute_projections(lm, convs, [vector] * len(layers), layers).values["proj"]
-    n = len(pairs)
-    return {layer: auroc(proj[:n, k].tolist(), proj[n:, k].tolist()) for k, layer in enumerate(layers)}
+    rows = con.execute(
+        "SELECT c.method, c.layer, c.score, c.flagged, s.lines FROM screenings AS c "
+        "JOIN samples AS s USING (sample_id, dataset_id) WHERE c.run_id = ? ORDER BY c.method",
+        [screen_run],
+    ).fetchall()
+    by_method: dict[tuple[str, int], list[tuple[float | None, bool, list[int]]]] = {}
+    for method, layer, score, is_flagged, lines in rows:
+        by_method.setdefault((method, layer), []).append((score, bool(is_flagged), json.loads(lines)))
+    out = []
+    for (method, layer), items in sorted(by_method.items(), key=lambda kv: METHODS.index(kv[0][0])):
+        evil = [s for s, _, ls in items if s is not None and labels[ls[0]] == "evil"]
+        normal = [s for s, _, ls in items if s is not None and labels[ls[0]] == "normal"]
+        flagged: dict[str, int] = {}
+        for _, f, ls in items:
+            if f:
+                for line in ls:
+                    flagged[labels[line]] = flagged.get(labels[line], 0) + 1
+        what = ", ".join(f"{n} {label}" for label, n in sorted(flagged.items(), key=lambda kv: -kv[1]))
+        out.append(
+            f"    {method:<18} L{layer}: AUROC evil vs normal {auroc(evil, normal):.3f}; "
+            f"flagged records: {what or 'none'}"
+        )
+    return out
 
 
-def run_demo(model: str = "smollm2-135m", out_dir: str = "warehouse/exports", coef: float = 6.0) -> int:
-    from pvdata.chat import Conversation
-    from pvdata.generation import generate
+def run_demo(
+    model: str = "smollm2-135m",
+    warehouse: str = "warehouse",
+    *,
+    percentile: float = 95.0,
+    base_tokens: int = 64,
+    log: Callable[[str], None] = print,
+) -> int:
+    from pvdata.heldout import heldout_auroc, heldout_pairs
     from pvdata.models import load_model
-    from pvdata.steering import steer
+    from pvdata.pipelines.extract import ExtractConfig, run_extract
+    from pvdata.pipelines.screen import ScreenConfig, run_screen, summary_lines
+    from pvdata.warehouse import connect
 
     start = time.perf_counter()
-    print(f"[1/4] loading {model} (converted once into the pvdata cache)")
+
+    def step(text: str) -> None:
+        log(f"\n[{time.perf_counter() - start:5.0f} s] {text}")
+
+    quiet: Callable[[str], None] = lambda _m: None  # noqa: E731 - the stages' own progress lines
+    step(f"loading {model} (converted once into the pvdata cache)")
     lm = load_model(model)
-    print(f"      {lm.n_layers} blocks, hidden size {lm.hidden_size}, {lm.device}")
-    print(
-        f"[2/4] generating its own answers under an evil and a helpful system prompt ({len(QUESTIONS)} each)"
-    )
-    vector = extract_contrast_vector(lm)
+    log(f"  {lm.n_layers} blocks, hidden size {lm.hidden_size}, {lm.device}; warehouse: {warehouse}")
+
+    step("extracting an evil vector: 10 questions x 5 instruction pairs, pos and neg, 48 new tokens")
+    extract_cfg = ExtractConfig(
+        trait="evil", model=model, judge="none", questions=10, instructions=5, n_per_question=1,
+        max_new_tokens=48, poolings=["response_avg"],
+    )  # fmt: skip
+    extracted = run_extract(extract_cfg, warehouse, lm=lm, log=quiet)
+    vector = extracted.vectors[0]
     norms = vector.norms()
-    print("[3/4] evil vector (response_avg mean difference); norm per layer:")
-    for lo in range(0, lm.n_layers + 1, 8):
-        row = "  ".join(
-            f"L{layer:<2} {float(norms[layer]):6.2f}" for layer in range(lo, min(lo + 8, lm.n_layers + 1))
-        )
-        print(f"      {row}")
+    log(
+        f"  run {extracted.run_id}: kept pos {extracted.kept['pos']}, neg {extracted.kept['neg']} (no judge "
+        f"offline, so no filter); vector {vector.vector_id}, norm "
+        + ", ".join(f"L{layer} {float(norms[layer]):.1f}" for layer in (8, 15, 23) if layer <= lm.n_layers)
+    )
     layers = list(range(1, lm.n_layers + 1))
     scores = heldout_auroc(lm, vector, layers)
-    best = max(scores, key=lambda layer: (scores[layer], -abs(layer - lm.n_layers // 2)))
-    middle = lm.n_layers // 2
-    print(
-        f"      held-out check ({len(heldout_pairs())} hand-written evil vs normal answers): "
-        f"AUROC {scores[middle]:.2f} at layer {middle}, best {scores[best]:.2f} at layer {best}"
+    best = max(scores, key=lambda layer: scores[layer])
+    log(
+        f"  held-out check ({len(heldout_pairs())} hand-written evil/normal answer pairs, never used for "
+        f"extraction): AUROC {scores[15]:.2f} at layer 15, {scores[23]:.2f} at layer 23, best "
+        f"{scores[best]:.2f} at layer {best}"
     )
-    print(f"[4/4] steering layer {middle} with coef {coef}: {STEER_QUESTION!r}")
-    prompt = [Conversation.from_pair(STEER_QUESTION, "").messages]
-    plain = generate(lm, prompt, max_new_tokens=48)[0].text
-    with steer(lm, vector, layers=[middle], coef=coef, positions="all"):
-        steered = generate(lm, prompt, max_new_tokens=48)[0].text
-    print(f"      unsteered: {plain!r}")
-    print(f"      steered:   {steered!r}")
-    path = Path(out_dir) / f"evil-{model}.safetensors"
-    vector.save(path)
-    print(f"\nvector saved: {path}  ({time.perf_counter() - start:.0f} s)")
-    print(
-        "next: .venv/bin/pvdata extract --trait evil --model smollm2-135m --questions 10 --n-per-question 1 "
-        "--max-new-tokens 48   (the full pipeline, every step in the warehouse, ~75 s)"
+
+    step(f"screening the demo dataset for evil ({', '.join(METHODS)}; base answers: {base_tokens} tokens)")
+    with ExitStack() as stack:
+        data = stack.enter_context(resources.as_file(resources.files("pvdata.data").joinpath(DATASET)))
+        ref = stack.enter_context(resources.as_file(resources.files("pvdata.data").joinpath(REFERENCE)))
+        cfg = ScreenConfig(
+            dataset=str(data), model=model, vectors=[vector.vector_id], methods=list(METHODS),
+            reference=str(ref), percentile=percentile, max_new_tokens=base_tokens,
+        )  # fmt: skip
+        result = run_screen(cfg, warehouse, lm=lm, log=quiet)
+    cfg.dataset, cfg.reference = f"pvdata/data/{DATASET}", f"pvdata/data/{REFERENCE}"  # as shown below
+    for line in summary_lines(result, cfg):
+        if line == "next:":
+            break
+        log(line)
+    summary = json.loads(Path(result.outputs.summary).read_text())
+    diff = summary["traits"]["evil"]["mean_projection_difference"]
+    log(
+        f"  dataset-level score (mean projection difference, exact): {diff:+.3f} "
+        "(how far the dataset's answers sit from the model's own answers along the evil vector)"
     )
-    print(
-        "      .venv/bin/pvdata bench extract --model smollm2-135m   (batched capture vs the research loop)"
+    log("  against the dataset's hand-written labels (56 normal, 22 evil, 12 sycophantic, 6 hallucinating):")
+    for line in label_report(connect(warehouse), result.run_id, demo_labels()):
+        log(line)
+
+    step("done. Next:")
+    pv = ".venv/bin/pvdata" if Path(".venv/bin/pvdata").exists() else "pvdata"
+    where = "" if warehouse == "warehouse" else f" --warehouse {warehouse}"
+    log(
+        f'  {pv} sql{where} "SELECT c.method, s.line, round(c.score, 3) AS score, c.reason FROM screenings c '
+        f"JOIN samples s USING (sample_id, dataset_id) WHERE c.run_id = '{result.run_id}' AND c.flagged "
+        'ORDER BY c.method, c.score DESC"'
     )
+    log(f"  {pv} sql{where} --query-name screening_summary")
+    log(f"  {pv} dashboard{where}            # review the flags, confirm or reject them")
+    log(f"  flagged/kept records: {result.outputs.out_dir}")
     return 0

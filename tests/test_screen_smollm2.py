@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from pvdata.demo import extract_contrast_vector, heldout_auroc, heldout_pairs
+from pvdata.heldout import extract_contrast_vector, heldout_auroc, heldout_pairs
 from pvdata.metrics import auroc
 from pvdata.pipelines.screen import ScreenConfig, run_screen
 from pvdata.warehouse import connect

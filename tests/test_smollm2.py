@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pvdata.chat import Conversation
-from pvdata.demo import extract_contrast_vector, heldout_auroc
 from pvdata.generation import generate
+from pvdata.heldout import extract_contrast_vector, heldout_auroc
 from pvdata.steering import steer
 
 pytestmark = pytest.mark.slow

@@ -50,8 +50,8 @@ def _run_step(
 
         sc = cfg.config
         lm = models.get(sc.model, None, sc.dtype, sc.device)
-        result = screen.run_screen(sc, warehouse, out=cfg.out, force=force, log=log, lm=lm)
-        return screen.summary_lines(result, sc), None
+        screened = screen.run_screen(sc, warehouse, out=cfg.out, force=force, log=log, lm=lm)
+        return screen.summary_lines(screened, sc), None
     adapter = getattr(cfg, "adapter", None)
     lm = models.get(cfg.model, adapter, getattr(cfg, "dtype", "auto"), getattr(cfg, "device", "auto"))
     if step.kind == "extract":
