@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/python -m pip
-EXTRAS ?= dev,datasets,judge,dashboard
+EXTRAS ?= dev,datasets,judge,dashboard,ray
 STAMP := $(VENV)/.pvdata-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
