@@ -15,6 +15,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "judge": ("pvdata.bench.judge", "judgments/s against the loopback fake OpenAI server"),
     "generate": ("pvdata.bench.generate", "HF generation vs the research code's fixed unsorted batches"),
     "train": ("pvdata.bench.train", "LoRA training step time, plain vs preventative steering + monitoring"),
+    "screen": ("pvdata.bench.screen", "screening (approx and exact) vs the research code's per-sample loop"),
 }
 
 

@@ -1,0 +1,870 @@
+"""`pvdata bench screen`: pvdata's batched screening vs the research code's per-sample loop, same run.
+
+Two comparisons on the same samples, in one process:
+
+(a) approximation: pvdata's `score_batch` (methods prompt_last_approx + raw: one forward pass per text,
+    length-sorted token-budget batches, hooks on the scored layer only, the forward stopped there) vs the
+    research code's projection loop (eval/cal_projection.py: one sample per forward with
+    output_hidden_states for every layer and autograd on, mean over the answer tokens, dot with the unit
+    vector), which reads response_avg and prompt_last from the same forward (the research script computes
+    one projection type per invocation, i.e. two passes for the approximation: not counted here);
+(b) exact: the base answers through pvdata's HF generation backend (what `pvdata screen --backend hf`
+    uses), then `score_batch` (methods raw + exact) over the training and base answers, vs the research
+    loop with the base answer generated per sample by `model.generate` (greedy), decoded, then one
+    forward per text.
+
+Both sides start from chat messages and answer text (tokenisation is timed on both) and use the same
+token ids: pvdata's exact prompt/answer boundary (the research code tokenises prompt + answer as one
+string) and float32 pooling, so the scores must agree; the bench fails when they differ by more than a
+tolerance, and the speed comparison is of equal results. Base answers are compared too (greedy on both
+sides; bfloat16 can flip a near-tie, which is reported, and such a sample's score is checked against
+the reference's forward over pvdata's base answer).
+
+Needs only torch and transformers (no warehouse, duckdb, polars, pyarrow or gguf): it is meant to run on
+GPU machines without the CLI extras. `--model-shape` builds a random-initialised model of a real shape
+with a word-level tokenizer over its whole vocabulary (one token per word, exact round trip), so no
+weights or tokenizer files are needed:
+
+    python -m pvdata.bench screen --model-shape qwen2.5-0.5b --dtype bfloat16 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+SCREEN_LAYER_FRACTION = 0.75  # `pvdata screen`'s default layer (no evaluate run): 0.75 of the depth
+APPROX_METHODS = ("prompt_last_approx", "raw")
+EXACT_METHODS = ("raw", "exact")  # what the screen's projection stage scores when base answers exist
+RTOL = {"float32": 1e-3, "half": 6e-2}  # of the largest |projection| of the reference
+_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+_ROLE_WORDS = ("system", "user", "assistant")
+_CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="model alias, folder or hub id (e.g. smollm2-135m)")
+    parser.add_argument(
+        "--model-shape",
+        default=None,
+        help="qwen2.5-0.5b | qwen2.5-7b | llama-3.1-8b | tiny: random weights of a real shape, no files",
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto", help="auto: bfloat16 on CUDA, float32 on CPU")
+    parser.add_argument("--layer", type=int, default=None, help="scored layer (default: 0.75 of the depth)")
+    parser.add_argument(
+        "--data",
+        choices=("demo", "synthetic"),
+        default=None,
+        help="demo: pvdata/data/demo_chat.jsonl repeated (each copy a distinct sample); synthetic: seeded "
+        "random prompts and answers of --prompt-tokens / --response-tokens (default: demo with --model, "
+        "synthetic with --model-shape)",
+    )
+    parser.add_argument("--samples", type=int, default=256, help="samples for the approximation")
+    parser.add_argument(
+        "--reference-samples",
+        type=int,
+        default=None,
+        help="time the approximation's reference loop on the first K samples only (its rate is per sample)",
+    )
+    parser.add_argument(
+        "--exact-samples", type=int, default=32, help="samples for exact, with base generation (0: skip)"
+    )
+    parser.add_argument(
+        "--exact-reference-samples",
+        type=int,
+        default=None,
+        help="time exact's reference loop on the first K exact samples only (its rate is per sample)",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="base answer length limit (exact)")
+    parser.add_argument("--prompt-tokens", default="32-64", help="synthetic prompt lengths, e.g. 32-64")
+    parser.add_argument("--response-tokens", default="96-192", help="synthetic answer lengths")
+    parser.add_argument(
+        "--token-budget", type=int, default=None, help="padded tokens per scoring batch (pvdata's default)"
+    )
+    parser.add_argument(
+        "--gen-token-budget", type=int, default=None, help="padded tokens per generation batch"
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=64,
+        help="samples per score_batch / generate call, as `pvdata screen --chunk-size` (default 64)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="shorthand: --chunk-size N (samples per call; batches inside it follow the token budget)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="time each side this many times, keep the best"
+    )
+    parser.add_argument(
+        "--reference-no-grad",
+        action="store_true",
+        help="run the reference forwards under torch.no_grad (the research code runs them with autograd on)",
+    )
+    parser.add_argument("--tolerance", type=float, default=None, help="max abs score difference allowed")
+    parser.add_argument(
+        "--reference-vector-noise",
+        type=float,
+        default=0.0,
+        help="perturb the vector the reference projects onto by this fraction of its norm (tests the check)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="wall: elapsed time; process: this process's CPU time (CPU only; with --threads 1 it does not "
+        "count the time other jobs take the cores, for ratios on a shared machine)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: known GPUs)")
+    parser.add_argument("--out", default=None, help="also write the JSON result to this file")
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+
+def _range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition("-")
+    return int(lo), int(hi or lo)
+
+
+def word_tokenizer(vocab_size: int) -> Any:
+    """A ChatML tokenizer with one word per id over the whole vocabulary: t<id> <-> id, exactly.
+
+    Random-shape models have no tokenizer; this one makes prompt and answer lengths exact and decoding
+    then re-encoding a generated answer give back the same ids (as a real BPE mostly does).
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    fixed = (*_SPECIAL, *_ROLE_WORDS)
+    vocab = {word: i for i, word in enumerate(fixed)}
+    vocab.update({f"t{i}": i for i in range(len(fixed), vocab_size)})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=_SPECIAL[0]))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        bos_token=None,
+    )
+    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    fast.chat_template = _CHATML
+    return fast
+
+
+def demo_samples(n: int) -> list[Any]:
+    """pvdata/data/demo_chat.jsonl repeated to n samples; copy k > 0 marks its last user turn with (k),
+    so every sample (and every prompt) is distinct, as the screen's deduplication would leave them."""
+    from importlib import resources
+
+    from pvdata.samples.records import parse_record
+    from pvdata.screening.scoring import ScoreInput
+
+    lines = resources.files("pvdata.data").joinpath("demo_chat.jsonl").read_text().splitlines()
+    records = [parse_record(json.loads(line)) for line in lines if line.strip()]
+    out = []
+    for i in range(n):
+        prompt, answer = records[i % len(records)]
+        copy = i // len(records)
+        msgs = [dict(m) for m in prompt]
+        if copy:
+            msgs[-1]["content"] = f"{msgs[-1]['content']} ({copy})"
+        out.append(ScoreInput(f"s{i:06d}", tuple(msgs), answer))
+    return out
+
+
+def synthetic_samples(
+    n: int, tokenizer: Any, vocab: int, prompt: tuple[int, int], response: tuple[int, int], seed: int
+) -> list[Any]:
+    """Seeded random user turns and answers: decoded random ids (exact lengths with word_tokenizer)."""
+    from pvdata.screening.scoring import ScoreInput
+
+    rng = random.Random(seed)
+    low = min(1000, vocab // 4) if not _is_word_tokenizer(tokenizer) else len(_SPECIAL) + len(_ROLE_WORDS)
+
+    def text(k: int) -> str:
+        return str(tokenizer.decode([rng.randrange(low, vocab) for _ in range(k)], skip_special_tokens=True))
+
+    out = []
+    for i in range(n):
+        user = text(rng.randint(*prompt))
+        answer = text(rng.randint(*response))
+        out.append(ScoreInput(f"s{i:06d}", ({"role": "user", "content": user},), answer))
+    return out
+
+
+def _is_word_tokenizer(tokenizer: Any) -> bool:
+    return getattr(tokenizer, "chat_template", None) == _CHATML and "t7" in tokenizer.get_vocab()
+
+
+# ---- model and vector ---------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from pvdata.models.loading import load_model, resolve_device, resolve_dtype, wrap_loaded
+
+    if args.model_shape:
+        import torch
+
+        device = resolve_device(args.device)
+        dtype = resolve_dtype(args.dtype, device)
+        if args.model_shape == "tiny":
+            from transformers import AutoModelForCausalLM, LlamaConfig
+
+            from pvdata.bench.train import TINY_SHAPE
+
+            torch.manual_seed(args.seed)
+            with torch.device(device):
+                model = AutoModelForCausalLM.from_config(LlamaConfig(**TINY_SHAPE), dtype=dtype)
+            model.eval()
+        else:
+            from pvdata.bench.shapes import build_shape
+
+            model = build_shape(args.model_shape, device=device, dtype=dtype, seed=args.seed)
+        tok = word_tokenizer(int(model.get_input_embeddings().weight.shape[0]))
+        for cfg in (model.config, model.generation_config):
+            cfg.eos_token_id, cfg.pad_token_id, cfg.bos_token_id = tok.eos_token_id, tok.pad_token_id, None
+        return wrap_loaded(model, tok, args.model_shape)
+    if not args.model:
+        from pvdata.errors import ConfigError
+
+        raise ConfigError(
+            "give --model (alias, folder, hub id) or --model-shape (random weights of a real shape)"
+        )
+    return load_model(args.model, dtype=args.dtype, device=args.device)
+
+
+@dataclass(frozen=True)
+class BenchVector:
+    """What scoring reads of a PersonaVector (trait, vector_id, row, check_compatible).
+
+    pvdata.vectors imports its file formats (gguf), which GPU images lack; scoring needs none of that.
+    """
+
+    trait: str
+    vector_id: str
+    values: Any  # [L+1, H] float32
+
+    def row(self, layer: int) -> Any:
+        return self.values[layer]
+
+    def check_compatible(self, n_layers: int, hidden_size: int, model_id: str | None = None) -> None:
+        from pvdata.errors import VectorError
+
+        if tuple(self.values.shape) != (n_layers + 1, hidden_size):
+            raise VectorError(
+                f"bench vector has shape {list(self.values.shape)}, the model needs "
+                f"[{n_layers + 1}, {hidden_size}]"
+            )
+
+
+def random_vector(n_layers: int, hidden: int, seed: int, noise: float = 0.0) -> BenchVector:
+    """A seeded random direction per layer; `noise` adds that fraction of each row's norm (for tests)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    values = torch.randn(n_layers + 1, hidden, generator=gen)
+    if noise:
+        extra = torch.randn(n_layers + 1, hidden, generator=torch.Generator().manual_seed(seed + 1))
+        extra = extra / extra.norm(dim=1, keepdim=True) * values.norm(dim=1, keepdim=True)
+        values = values + noise * extra
+    return BenchVector("bench", f"bench-{seed}" + (f"-noise{noise:g}" if noise else ""), values)
+
+
+# ---- the reference: the research code's loop ----------------------------------------------------
+
+
+def _unit(vector: BenchVector, layer: int) -> Any:
+    row = vector.row(layer).double()
+    return row / row.norm()
+
+
+def reference_projections(
+    lm: Any, prompt_ids: list[int], answer_ids: list[int], unit: Any, layer: int, grad: bool
+) -> tuple[float, float]:
+    """(proj, prompt_last_proj) of one text from one forward with every hidden state (autograd on when
+    `grad`, as the research code); layer L is block L's output, as in pvdata."""
+    from pvdata.activations.reference import reference_sample
+
+    pooled = reference_sample(lm.model, prompt_ids, answer_ids, [layer], grad=grad, blocks=lm.layers.blocks)
+    h = pooled["response_avg"][layer].double()
+    last = pooled["prompt_last"][layer].double()
+    return float(h @ unit), float(last @ unit)
+
+
+def reference_approx(
+    lm: Any, samples: Sequence[Any], vector: BenchVector, layer: int, grad: bool
+) -> tuple[list[dict[str, float]], int]:
+    """Per sample: chat template, tokenise, one forward; raw and prompt_last_approx scores, and tokens."""
+    from pvdata.chat import encode_answer, encode_prompt
+
+    tok, unit = lm.tokenizer, _unit(vector, layer)
+    out: list[dict[str, float]] = []
+    tokens = 0
+    for s in samples:
+        prompt_ids = encode_prompt(tok, s.prompt)
+        answer_ids = encode_answer(tok, s.answer)
+        proj, last = reference_projections(lm, prompt_ids, answer_ids, unit, layer, grad)
+        out.append({"raw": proj, "prompt_last_approx": proj - last, "proj": proj, "prompt_last_proj": last})
+        tokens += len(prompt_ids) + len(answer_ids)
+    return out, tokens
+
+
+@dataclass
+class RefExact:
+    scores: list[dict[str, Any]]
+    base_texts: list[str]
+    prompt_tokens: int
+    generated_tokens: int
+    scored_tokens: int
+
+
+def reference_exact(
+    lm: Any, samples: Sequence[Any], vector: BenchVector, layer: int, max_new_tokens: int, grad: bool
+) -> RefExact:
+    """Per sample: greedy `model.generate` of the base answer (batch of one), decode, then one forward
+    per text (training answer, base answer); exact = proj(train) - proj(base)."""
+    from pvdata.bench.generate import research_generate
+    from pvdata.chat import encode_answer, encode_prompt
+    from pvdata.generation.hf import stop_token_ids
+
+    tok, unit = lm.tokenizer, _unit(vector, layer)
+    stops = stop_token_ids(tok, getattr(lm.model, "generation_config", None))
+    res = RefExact([], [], 0, 0, 0)
+    for s in samples:
+        prompt_ids = encode_prompt(tok, s.prompt)
+        [(body, stopped)] = research_generate(lm, [prompt_ids], max_new_tokens, stops, 1)
+        base_text = str(tok.decode(body, skip_special_tokens=True))
+        answer_ids = encode_answer(tok, s.answer)
+        train, _ = reference_projections(lm, prompt_ids, answer_ids, unit, layer, grad)
+        base_ids = encode_answer(tok, base_text)
+        base = reference_projections(lm, prompt_ids, base_ids, unit, layer, grad)[0] if base_ids else None
+        res.scores.append(
+            {"raw": train, "exact": None if base is None else train - base, "proj": train, "proj_base": base}
+        )
+        res.base_texts.append(base_text)
+        res.prompt_tokens += len(prompt_ids)
+        res.generated_tokens += len(body) + int(stopped)
+        res.scored_tokens += 2 * len(prompt_ids) + len(answer_ids) + len(base_ids)
+    return res
+
+
+# ---- pvdata's path: what `pvdata screen` runs ---------------------------------------------------
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def pvdata_approx(
+    lm: Any, samples: Sequence[Any], vector: BenchVector, layer: int, chunk: int, budget: int | None
+) -> dict[tuple[str, str], float | None]:
+    """score_batch per chunk, as the screen's projection stage calls it (here without base answers)."""
+    from pvdata.screening.scoring import score_batch
+
+    out: dict[tuple[str, str], float | None] = {}
+    for part in _chunks(samples, chunk):
+        batch = score_batch(lm, part, [vector], [layer], APPROX_METHODS, token_budget=budget)
+        out.update({(r["sample_id"], r["method"]): r["score"] for r in batch.scores})
+    return out
+
+
+@dataclass
+class PvExact:
+    scores: dict[tuple[str, str], float | None]
+    base_texts: list[str]
+    generated_tokens: int
+    gen_seconds: float
+    score_seconds: float
+
+
+def pvdata_exact(
+    lm: Any,
+    samples: Sequence[Any],
+    vector: BenchVector,
+    layer: int,
+    max_new_tokens: int,
+    chunk: int,
+    budget: int | None,
+    gen_budget: int | None,
+    seed: int,
+    sync: Callable[[], None],
+    clock: Callable[[], float] = time.perf_counter,
+) -> PvExact:
+    """The screen's base-answer stage (HF backend, greedy, per chunk of prompts), then its projection
+    stage (score_batch over training and base answers, per chunk). The bench calls it one chunk at a
+    time (the same generate and score_batch calls, interleaved with the reference's rounds)."""
+    from dataclasses import replace
+
+    from pvdata.generation.base import GenerationRequest, SamplingParams
+    from pvdata.generation.hf import HFBackend
+    from pvdata.screening.scoring import score_batch
+
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
+    backend = HFBackend(lm, token_budget=gen_budget)
+    texts: list[str] = []
+    generated = 0
+    sync()
+    t0 = clock()
+    for part in _chunks(samples, chunk):
+        results = backend.generate([GenerationRequest(tuple(s.prompt)) for s in part], params)
+        by_index = {r.request_index: r for r in results}
+        for k in range(len(part)):
+            texts.append(by_index[k].text)
+            generated += by_index[k].n_tokens or 0
+    sync()
+    t1 = clock()
+    inputs = [
+        replace(s, base_answer=text, base_id=f"g-{s.sample_id}")
+        for s, text in zip(samples, texts, strict=True)
+    ]
+    scores: dict[tuple[str, str], float | None] = {}
+    for part in _chunks(inputs, chunk):
+        batch = score_batch(lm, part, [vector], [layer], EXACT_METHODS, token_budget=budget)
+        scores.update({(r["sample_id"], r["method"]): r["score"] for r in batch.scores})
+    sync()
+    t2 = clock()
+    return PvExact(scores, texts, generated, t1 - t0, t2 - t1)
+
+
+# ---- checks, FLOPs, report ----------------------------------------------------------------------
+
+
+def compare(
+    pv: dict[tuple[str, str], float | None],
+    ref: Sequence[dict[str, Any]],
+    samples: Sequence[Any],
+    methods: Sequence[str],
+) -> tuple[float, int]:
+    """(max abs difference, number of scores defined on one side only)."""
+    worst, one_sided = 0.0, 0
+    for s, r in zip(samples, ref, strict=True):
+        for m in methods:
+            a, b = pv.get((s.sample_id, m)), r.get(m)
+            if a is None or b is None:
+                one_sided += int((a is None) != (b is None))
+                continue
+            worst = max(worst, abs(a - b))
+    return worst, one_sided
+
+
+def _scale(ref: Sequence[dict[str, Any]], keys: Sequence[str]) -> float:
+    values = [abs(r[k]) for r in ref for k in keys if r.get(k) is not None]
+    return max([1.0, *values])
+
+
+def param_counts(model: Any, layer: int) -> dict[str, int]:
+    """blocks_to_layer: what the screening forward needs per token; blocks: every block; head: lm_head."""
+    from pvdata.bench.shapes import block_params
+    from pvdata.models.layers import find_layers
+
+    n_blocks = find_layers(model).n_layers
+    head = model.get_output_embeddings()
+    return {
+        "blocks_to_layer": block_params(model, layer),
+        "blocks": block_params(model, n_blocks),
+        "head": int(head.weight.numel()) if head is not None else 0,
+    }
+
+
+def _side(seconds: float, samples: int, tokens: int, flops: float, peak: float | None) -> dict[str, Any]:
+    return {
+        "samples": samples,
+        "seconds": seconds,
+        "samples_per_s": samples / seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "model_tflops_per_s": flops / seconds / 1e12,
+        "mfu": flops / seconds / peak if peak else None,
+    }
+
+
+def _best(times: list[float]) -> float:
+    return min(times)
+
+
+def interleave_rounds(n_pv: int, n_ref: int, chunk: int) -> list[tuple[slice, slice]]:
+    """(pvdata slice, reference slice) per round: pvdata's chunks, the reference's samples spread evenly.
+
+    Timing alternates between the two sides round by round (and which goes first), so on a shared
+    machine both see the same load; each side's time is the sum of its rounds.
+    """
+    rounds = max(1, -(-n_pv // chunk))
+    return [
+        (slice(i * chunk, min((i + 1) * chunk, n_pv)), slice(i * n_ref // rounds, (i + 1) * n_ref // rounds))
+        for i in range(rounds)
+    ]
+
+
+def timed_rounds(
+    rounds: list[tuple[slice, slice]],
+    reference: Callable[[slice], Any],
+    pvdata: Callable[[slice], Any],
+    sync: Callable[[], None],
+    flip: bool,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, float, list[Any], list[Any]]:
+    """(reference seconds, pvdata seconds, reference results, pvdata results) over interleaved rounds."""
+    seconds = {"reference": 0.0, "pvdata": 0.0}
+    results: dict[str, list[Any]] = {"reference": [], "pvdata": []}
+    for i, (pv_part, ref_part) in enumerate(rounds):
+        sides = [("reference", reference, ref_part), ("pvdata", pvdata, pv_part)]
+        for name, fn, part in sides[:: -1 if (i % 2 == 1) != flip else 1]:
+            if part.stop <= part.start:
+                continue
+            sync()
+            t0 = clock()
+            results[name].append(fn(part))
+            sync()
+            seconds[name] += clock() - t0
+    return seconds["reference"], seconds["pvdata"], results["reference"], results["pvdata"]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from pvdata.bench.shapes import peak_flops
+    from pvdata.errors import ConfigError
+
+    if args.batch_size:
+        args.chunk_size = args.batch_size
+    if args.samples < 1 or args.exact_samples < 0 or args.chunk_size < 1 or args.repeats < 1:
+        raise ConfigError("--samples, --chunk-size and --repeats must be >= 1, --exact-samples >= 0")
+    lm = _load(args)
+    model, tok = lm.model, lm.tokenizer
+    device, dtype = lm.device, lm.dtype
+    n_layers, hidden = lm.n_layers, lm.hidden_size
+    layer = args.layer if args.layer is not None else int(n_layers * SCREEN_LAYER_FRACTION + 0.5)
+    lm.layers.check_layer(layer, allow_embedding=False)
+    vocab = int(model.get_input_embeddings().weight.shape[0])
+    data = args.data or ("synthetic" if args.model_shape else "demo")
+    n_all = max(args.samples, args.exact_samples)
+    if data == "demo":
+        samples = demo_samples(n_all)
+    else:
+        prompt, response = _range(args.prompt_tokens), _range(args.response_tokens)
+        samples = synthetic_samples(n_all, tok, vocab, prompt, response, args.seed)
+    approx_samples = samples[: args.samples]
+    k = min(args.reference_samples or len(approx_samples), len(approx_samples))
+    ref_samples = approx_samples[:k]
+    exact_samples = samples[: args.exact_samples]
+    k_exact = min(args.exact_reference_samples or len(exact_samples), len(exact_samples))
+    vector = random_vector(n_layers, hidden, args.seed)
+    ref_vector = random_vector(n_layers, hidden, args.seed, args.reference_vector_noise)
+    grad = not args.reference_no_grad
+    half = dtype in (torch.bfloat16, torch.float16)
+    rtol = RTOL["half" if half else "float32"]
+    params = param_counts(model, layer)
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops(device, dtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    if args.clock == "process" and device.type != "cpu":
+        raise ConfigError("--clock process measures CPU time: use it with --device cpu")
+    clock = CLOCKS[args.clock]
+
+    dtype_name = str(dtype).replace("torch.", "")
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    print(f"model: {lm.model_id}  device: {device}  dtype: {dtype_name}" + (f"  gpu: {gpu}" if gpu else ""))
+    print(
+        f"torch {torch.__version__}  threads: {torch.get_num_threads()}  blocks: {n_layers}  layer: {layer}  "
+        f"params to layer / all blocks / head: {params['blocks_to_layer'] / 1e6:.1f}M / "
+        f"{params['blocks'] / 1e6:.1f}M / {params['head'] / 1e6:.1f}M"
+    )
+    print(
+        f"data: {data}  approx samples: {len(approx_samples)} (reference: {k})  exact samples: "
+        f"{len(exact_samples)} (reference: {k_exact})  "
+        f"max_new_tokens: {args.max_new_tokens}  chunk: {args.chunk_size}  "
+        f"token budget: {args.token_budget or 'default'}  clock: {args.clock}  reference: "
+        f"{'autograd on, as the research code' if grad else 'no_grad'}"
+    )
+
+    # warm-up (kernels, allocator, tokenizer caches) on a few samples, both sides
+    pvdata_approx(lm, approx_samples[:2], vector, layer, args.chunk_size, args.token_budget)
+    reference_approx(lm, approx_samples[:1], ref_vector, layer, grad)
+    if exact_samples:
+        pvdata_exact(lm, exact_samples[:2], vector, layer, 2, 2, args.token_budget, None, args.seed, sync)
+        reference_exact(lm, exact_samples[:1], ref_vector, layer, 2, grad)
+
+    # (a) approximation: the two sides alternate chunk by chunk (see interleave_rounds)
+    rounds = interleave_rounds(len(approx_samples), k, args.chunk_size)
+    t_ref: list[float] = []
+    t_pv: list[float] = []
+    ref_a: list[dict[str, float]] = []
+    pv_a: dict[tuple[str, str], float | None] = {}
+    ref_tokens = 0
+    for rep in range(args.repeats):
+        tr, tp, ref_parts, pv_parts = timed_rounds(
+            rounds,
+            lambda part: reference_approx(lm, ref_samples[part], ref_vector, layer, grad),
+            lambda part: pvdata_approx(
+                lm, approx_samples[part], vector, layer, args.chunk_size, args.token_budget
+            ),
+            sync,
+            flip=rep % 2 == 1,
+            clock=clock,
+        )
+        t_ref.append(tr)
+        t_pv.append(tp)
+        ref_a = [row for rows, _ in ref_parts for row in rows]
+        ref_tokens = sum(n for _, n in ref_parts)
+        pv_a = {key: value for part in pv_parts for key, value in part.items()}
+    t0 = clock()
+    pv_tokens = _count_tokens(tok, approx_samples)  # the chat template + tokenisation score_batch does
+    t_tok = clock() - t0
+    diff_a, one_sided_a = compare(pv_a, ref_a, ref_samples, APPROX_METHODS)
+    tol_a = (
+        args.tolerance if args.tolerance is not None else rtol * _scale(ref_a, ("proj", "prompt_last_proj"))
+    )
+    fl = 2 * params["blocks_to_layer"]
+    approx: dict[str, Any] = {
+        "methods": list(APPROX_METHODS),
+        "reference": _side(_best(t_ref), k, ref_tokens, fl * ref_tokens, peak),
+        "pvdata": _side(_best(t_pv), len(approx_samples), pv_tokens, fl * pv_tokens, peak),
+        "times_reference": t_ref,
+        "times_pvdata": t_pv,
+        "max_abs_diff": diff_a,
+        "one_sided_scores": one_sided_a,
+        "tolerance": tol_a,
+        "match": diff_a <= tol_a and one_sided_a == 0,
+    }
+    approx["speedup"] = approx["pvdata"]["samples_per_s"] / approx["reference"]["samples_per_s"]
+    approx["pvdata"]["tokenize_seconds"] = t_tok  # timed apart; part of pvdata's seconds
+
+    exact: dict[str, Any] | None = None
+    if exact_samples:
+        exact = _run_exact(args, lm, exact_samples, vector, ref_vector, layer, grad, params, peak, sync)
+        exact["tolerance"] = args.tolerance if args.tolerance is not None else rtol * exact.pop("scale")
+        exact["match"] = (
+            exact["max_abs_diff"] <= exact["tolerance"]
+            and exact["one_sided_scores"] == 0
+            and (half or exact["base_answers_identical"] == exact["compared"])
+        )
+
+    result: dict[str, Any] = {
+        "bench": "screen",
+        "model": lm.model_id,
+        "device": str(device),
+        "gpu": gpu,
+        "dtype": dtype_name,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "n_layers": n_layers,
+        "layer": layer,
+        "params": params,
+        "peak_tflops": peak / 1e12 if peak else None,
+        "data": data,
+        "max_new_tokens": args.max_new_tokens,
+        "chunk_size": args.chunk_size,
+        "token_budget": args.token_budget,
+        "gen_token_budget": args.gen_token_budget,
+        "reference_grad": grad,
+        "repeats": args.repeats,
+        "clock": args.clock,
+        "approx": approx,
+        "exact": exact,
+    }
+    result["match"] = approx["match"] and (exact is None or exact["match"])
+    _print_table(result)
+    line = json.dumps(result, sort_keys=True)
+    print(line)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).write_text(line + "\n")
+    if not result["match"]:
+        print(
+            "pvdata bench screen: MISMATCH: pvdata's scores differ from the reference's "
+            f"(approx max abs diff {diff_a:.3g}, tolerance {tol_a:.3g}"
+            + (
+                f"; exact max abs diff {exact['max_abs_diff']:.3g}, base answers identical "
+                f"{exact['base_answers_identical']}/{exact['compared']}"
+                if exact
+                else ""
+            )
+            + "): the timings are not of equal results",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _count_tokens(tok: Any, samples: Sequence[Any]) -> int:
+    from pvdata.chat import encode_answer, encode_prompt
+
+    return sum(len(encode_prompt(tok, s.prompt)) + len(encode_answer(tok, s.answer)) for s in samples)
+
+
+def _run_exact(
+    args: argparse.Namespace,
+    lm: Any,
+    samples: Sequence[Any],
+    vector: BenchVector,
+    ref_vector: BenchVector,
+    layer: int,
+    grad: bool,
+    params: dict[str, int],
+    peak: float | None,
+    sync: Callable[[], None],
+) -> dict[str, Any]:
+    from pvdata.chat import encode_answer, encode_prompt
+
+    clock = CLOCKS[args.clock]
+    k = min(args.exact_reference_samples or len(samples), len(samples))
+    ref_samples = samples[:k]
+    rounds = interleave_rounds(len(samples), k, args.chunk_size)
+    t_ref: list[float] = []
+    t_pv: list[float] = []
+    ref: RefExact | None = None
+    pv: PvExact | None = None
+    for rep in range(args.repeats):
+        tr, tp, ref_parts, pv_parts = timed_rounds(
+            rounds,
+            lambda part: reference_exact(lm, ref_samples[part], ref_vector, layer, args.max_new_tokens, grad),
+            lambda part: pvdata_exact(
+                lm,
+                samples[part],
+                vector,
+                layer,
+                args.max_new_tokens,
+                args.chunk_size,
+                args.token_budget,
+                args.gen_token_budget,
+                args.seed,
+                sync,
+                clock,
+            ),
+            sync,
+            flip=rep % 2 == 1,
+            clock=clock,
+        )
+        t_ref.append(tr)
+        t_pv.append(tp)
+        ref = RefExact(
+            [row for r in ref_parts for row in r.scores],
+            [t for r in ref_parts for t in r.base_texts],
+            sum(r.prompt_tokens for r in ref_parts),
+            sum(r.generated_tokens for r in ref_parts),
+            sum(r.scored_tokens for r in ref_parts),
+        )
+        pv = PvExact(
+            {key: value for r in pv_parts for key, value in r.scores.items()},
+            [t for r in pv_parts for t in r.base_texts],
+            sum(r.generated_tokens for r in pv_parts),
+            sum(r.gen_seconds for r in pv_parts),
+            sum(r.score_seconds for r in pv_parts),
+        )
+    assert ref is not None and pv is not None
+    same = [a == b for a, b in zip(pv.base_texts[:k], ref.base_texts, strict=True)]
+    # where greedy decoding diverged (a bf16 near-tie), check the scoring on pvdata's base answer
+    ref_scores = list(ref.scores)
+    tok, unit = lm.tokenizer, _unit(ref_vector, layer)
+    for i, ok in enumerate(same):
+        if ok:
+            continue
+        prompt_ids = encode_prompt(tok, samples[i].prompt)
+        base_ids = encode_answer(tok, pv.base_texts[i])
+        base = reference_projections(lm, prompt_ids, base_ids, unit, layer, False)[0] if base_ids else None
+        train = ref_scores[i]["proj"]
+        ref_scores[i] = {**ref_scores[i], "exact": None if base is None else train - base, "proj_base": base}
+    diff, one_sided = compare(pv.scores, ref_scores, ref_samples, EXACT_METHODS)
+    # useful FLOPs: generation runs every block for the prompt and every block + lm_head per new token;
+    # scoring runs the blocks up to the layer over both texts (prompt + answer each)
+    per_gen, per_block, per_score = (
+        2 * (params["blocks"] + params["head"]),
+        2 * params["blocks"],
+        2 * params["blocks_to_layer"],
+    )
+    fl_ref = per_gen * ref.generated_tokens + per_block * ref.prompt_tokens + per_score * ref.scored_tokens
+    pv_prompt = pv_scored = 0
+    for s, text in zip(samples, pv.base_texts, strict=True):
+        n_prompt = len(encode_prompt(tok, s.prompt))
+        pv_prompt += n_prompt
+        pv_scored += 2 * n_prompt + len(encode_answer(tok, s.answer)) + len(encode_answer(tok, text))
+    fl_pv = per_gen * pv.generated_tokens + per_block * pv_prompt + per_score * pv_scored
+    reference = _side(_best(t_ref), k, ref.generated_tokens, fl_ref, peak)
+    pvdata = _side(_best(t_pv), len(samples), pv.generated_tokens, fl_pv, peak)
+    pvdata["generate_seconds"] = pv.gen_seconds
+    pvdata["score_seconds"] = pv.score_seconds
+    return {
+        "methods": list(EXACT_METHODS),
+        "reference": reference,
+        "pvdata": pvdata,
+        "times_reference": t_ref,
+        "times_pvdata": t_pv,
+        "speedup": pvdata["samples_per_s"] / reference["samples_per_s"],
+        "compared": k,
+        "base_answers_identical": sum(same),
+        "max_abs_diff": diff,
+        "one_sided_scores": one_sided,
+        "scale": _scale(ref_scores, ("proj", "proj_base")),
+    }
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    rows = [("approx", "reference: per-sample forward", result["approx"]["reference"])]
+    rows.append(("approx", "pvdata score_batch", result["approx"]["pvdata"]))
+    exact = result["exact"]
+    if exact:
+        rows.append(("exact", "reference: per-sample generate + forwards", exact["reference"]))
+        rows.append(("exact", "pvdata hf backend + score_batch", exact["pvdata"]))
+    print(f"{'':7}{'side':<44}{'samples':>8}{'seconds':>10}{'samples/s':>11}{'tokens/s':>11}{'mfu':>8}")
+    for part, name, r in rows:
+        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
+        print(
+            f"{part:<7}{name:<44}{r['samples']:>8}{r['seconds']:>10.2f}{r['samples_per_s']:>11.2f}"
+            f"{r['tokens_per_s']:>11.0f}{mfu:>8}"
+        )
+    print("(tokens/s: approx counts the scored tokens, prompt + answer; exact counts the generated tokens)")
+    a = result["approx"]
+    verdict = "match" if a["match"] else "MISMATCH"
+    print(
+        f"approx speedup: {a['speedup']:.2f}x  (pvdata's tokenisation alone: "
+        f"{a['pvdata']['tokenize_seconds']:.2f} s)  max_abs_diff: {a['max_abs_diff']:.2e} "
+        f"(tolerance {a['tolerance']:.1e}) -> {verdict}"
+    )
+    if exact:
+        n = exact["compared"]
+        verdict = "match" if exact["match"] else "MISMATCH"
+        print(
+            f"exact speedup: {exact['speedup']:.2f}x  (pvdata: generate "
+            f"{exact['pvdata']['generate_seconds']:.2f} s + score {exact['pvdata']['score_seconds']:.2f} s)  "
+            "base answers identical: "
+            f"{exact['base_answers_identical']}/{n}  max_abs_diff: {exact['max_abs_diff']:.2e} "
+            f"(tolerance {exact['tolerance']:.1e}) -> {verdict}"
+        )
