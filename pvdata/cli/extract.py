@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from pvdata.cli.options import add_model_options, add_warehouse_option, parse_int_list, warehouse_root
+from pvdata.cli.options import (
+    add_executor_options,
+    add_model_options,
+    add_warehouse_option,
+    executor_kwargs,
+    parse_int_list,
+    warehouse_root,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="recompute every step as new runs")
+    add_executor_options(p)
     p.set_defaults(func=_run)
 
 
@@ -63,8 +71,10 @@ def _run(args: argparse.Namespace) -> int:
         adapter=args.adapter,
         activation_dtype=args.activation_dtype,
         token_budget=args.token_budget,
+        **executor_kwargs(args),
     )
     cfg.resolved_filter()  # a bad judge/filter combination fails before any model loads
+    cfg.executor_config().check(cfg.device)  # and so do bad executor flags
     result = run_extract(cfg, warehouse_root(args.warehouse), force=args.force)
     n_layers = result.vectors[0].n_layers
     print("\n".join(summary_lines(result, cfg, n_layers)))

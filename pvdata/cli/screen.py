@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from pvdata.cli.options import add_model_options, add_warehouse_option, parse_int_list, warehouse_root
+from pvdata.cli.options import (
+    add_executor_options,
+    add_model_options,
+    add_warehouse_option,
+    executor_kwargs,
+    parse_int_list,
+    warehouse_root,
+)
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -66,7 +73,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", default=None, metavar="DIR", help="output folder (default: WAREHOUSE/exports/SCREEN_RUN_ID)"
     )
-    p.add_argument("--executor", default="local", help="local (the only one so far)")
     p.add_argument("--skip-invalid", action="store_true", help="screen the valid records, record the others")
     p.add_argument("--backend", default="hf", help="base answers for exact: hf | vllm | openai:MODEL")
     p.add_argument("--max-new-tokens", type=int, default=256, help="length limit of the base answers")
@@ -80,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, default=64, help="samples per forward chunk (the resume unit)")
     p.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch")
     p.add_argument("--force", action="store_true", help="recompute every step as new runs")
+    add_executor_options(p)
     p.set_defaults(func=_run)
 
 
@@ -112,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         layers_path=args.layers_path,
         token_budget=args.token_budget,
         chunk_size=args.chunk_size,
-        executor=args.executor,
+        **executor_kwargs(args),
     )
     result = run_screen(cfg, warehouse_root(args.warehouse), out=args.out, force=args.force)
     print("\n".join(summary_lines(result, cfg)))

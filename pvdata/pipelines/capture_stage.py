@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pvdata.activations.capture import POOLINGS, capture_encoded
+from pvdata.activations.capture import POOLINGS
 
 
 @dataclass(frozen=True)
@@ -43,42 +43,47 @@ def capture_into(
     chunk: int = 256,
     token_budget: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    executor: Any = None,
+    model_id: str | None = None,
 ) -> dict[str, Any]:
-    """Capture what this run has not committed yet; returns stats (captured, skipped, errors)."""
+    """Capture what this run has not committed yet; returns stats (captured, skipped, errors).
+
+    The chunks run on `executor` (default: this process, on `lm`); a Ray executor runs them on its
+    workers (then `lm` may be None and `model_id` names the model)."""
+    from pvdata.executors import CaptureJob, LocalExecutor
+
+    if executor is None:
+        executor = LocalExecutor(lm)
+    model_id = model_id or lm.model_id
     done = run.done_ids("activations", "source_id")
     todo = [item for item in items if item.source_id not in done]
     writer = run.writer("activations", vector_dtype=vector_dtype)
     errors: dict[str, str] = {}
     n_done = len(items) - len(todo)
-    for start in range(0, len(todo), chunk):
-        part = todo[start : start + chunk]
-        result = capture_encoded(
-            lm, encode_items(lm.tokenizer, part), layers=layers, poolings=poolings, token_budget=token_budget
-        )
-        ok = [i for i, err in enumerate(result.errors) if err is None]
-        errors.update({part[i].source_id: e for i, e in enumerate(result.errors) if e is not None})
-        if ok:
-            stacked = {p: result.values[p][ok].numpy() for p in result.poolings}  # [n_ok, n_layers, H]
-            n_ok, n_l = len(ok), len(result.layers)
+    job = CaptureJob.of(layers, poolings, token_budget)
+    for part in executor.capture(job, todo, chunk=chunk):
+        errors.update(part.errors)
+        if part.source_ids:
+            n_ok, n_l = len(part.source_ids), len(part.layers)
             sources: list[str] = []
             layer_col: list[int] = []
             pooling_col: list[str] = []
             values: list[np.ndarray] = []
-            for p in result.poolings:
-                sources.extend(part[i].source_id for i in ok for _ in range(n_l))
-                layer_col.extend(list(result.layers) * n_ok)
+            for p in part.poolings:
+                sources.extend(s for s in part.source_ids for _ in range(n_l))
+                layer_col.extend(list(part.layers) * n_ok)
                 pooling_col.extend([p] * (n_ok * n_l))
-                values.append(stacked[p].reshape(n_ok * n_l, -1))
+                values.append(part.values[p].reshape(n_ok * n_l, -1))
             writer.write_columns(
                 {
                     "source_id": sources,
-                    "model_id": lm.model_id,
+                    "model_id": model_id,
                     "layer": layer_col,
                     "pooling": pooling_col,
                     "values": np.concatenate(values).astype(np.float32),
                 }
             )
-        n_done += len(part)
+        n_done += part.n_items
         if progress:
             progress(n_done, len(items))
     writer.flush()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError
+from pvdata.executors.base import EXECUTION_FIELDS
 
 Log = Callable[[str], None]
 
@@ -46,6 +47,18 @@ class ExtractConfig:
     token_budget: int | None = None
     judge_concurrency: int = 64
     export_dir: str | None = None  # default: <warehouse>/exports
+    # where generation and capture run (docs/SCALE.md); not part of any run's config (EXECUTION_FIELDS)
+    executor: str = "local"
+    ray_address: str | None = None
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    worker_retries: int = 3
+
+    def executor_config(self) -> Any:
+        from pvdata.executors import executor_config
+
+        return executor_config(self)
 
     def resolved_filter(self) -> str:
         if self.filter is None:
@@ -136,11 +149,9 @@ def run_extract(
 ) -> ExtractResult:
     """Run (or resume) the whole extraction; `lm`/`judge` may be passed in (tests, notebooks)."""
     from pvdata.generation.base import SamplingParams
-    from pvdata.generation.hf import HFBackend
     from pvdata.judge import make_judge
     from pvdata.judge.pipeline import judge_generation_run
     from pvdata.judge.rubrics import COHERENCE
-    from pvdata.models import load_model
     from pvdata.pipelines.capture_stage import CaptureItem, capture_into
     from pvdata.pipelines.filters import FilterConfig, apply_filter
     from pvdata.pipelines.generate_stage import generate_into
@@ -166,105 +177,114 @@ def run_extract(
     wh = Warehouse(warehouse)
     stage_runs: dict[str, str] = {}
 
-    if lm is None:
-        log(f"loading {cfg.model}")
-        lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, adapter=cfg.adapter)
-    layers = cfg.layers if cfg.layers is not None else list(range(lm.n_layers + 1))
+    executor, backend, facts = _executor(cfg, lm, log)
+    layers = cfg.layers if cfg.layers is not None else list(range(facts.n_layers + 1))
     for layer in layers:
-        lm.layers.check_layer(layer)
+        facts.layers.check_layer(layer)
 
-    # 1. rollouts
-    gen_config = {
-        "stage": "extract.generate",
-        "trait_version": trait.trait_version,
-        "model": cfg.model,
-        "adapter": cfg.adapter,
-        "questions": cfg.questions,
-        "instructions": cfg.instructions,
-        "sampling": params.to_json(),
-        "dtype": str(lm.dtype),
-    }
-    backend = HFBackend(lm, token_budget=cfg.token_budget)
-    with wh.run("generate", gen_config, model_id=cfg.model, force=force) as run:
-        stage_runs["generate"] = run.run_id
-        if run.skipped:
-            log(f"[1/5] rollouts: {run.message}")
-        else:
-            log(f"[1/5] generating {len(items)} x {params.n} rollouts ({run.status_before}) -> {run.run_id}")
-            run.stats.update(generate_into(run, backend, items, params, progress=_progress(log, "rollouts")))
-
-    # 2. judging: the trait rubric and coherence
-    judge_runs: dict[str, str] = {}
-    if cfg.judge != "none" or judge is not None:
-        judge_obj = judge or make_judge(cfg.judge, concurrency=cfg.judge_concurrency)
-        for metric, name, rubric in (
-            ("trait", trait.name, trait.rubric),
-            ("coherence", "coherence", COHERENCE),
-        ):
-            summary = judge_generation_run(
-                warehouse, stage_runs["generate"], judge_obj, metric=name, rubric=rubric, force=force
-            )
-            judge_runs[metric] = summary.run_id
-            stage_runs[f"judge_{metric}"] = summary.run_id
-            log(f"[2/5] judged {name}: n {summary.n}, valid {summary.n_valid}, mean {summary.mean_score}")
-    else:
-        log("[2/5] judging skipped (--judge none)")
-
-    # 3. filter
-    con = wh.connect()
-    candidates = _candidates(con, stage_runs["generate"], judge_runs)
-    decisions = apply_filter(candidates, filter_cfg)
-    sides = {d.generation_id: d.polarity for d in decisions if d.keep}
-    kept = {
-        "pos": sum(1 for s in sides.values() if s == "pos"),
-        "neg": sum(1 for s in sides.values() if s == "neg"),
-    }
-    total = {p: sum(1 for c in candidates if c.polarity == p) for p in ("pos", "neg")}
-    log(
-        f"[3/5] filter {filter_cfg.mode}: kept pos {kept['pos']}/{total['pos']}, "
-        f"neg {kept['neg']}/{total['neg']}"
-    )
-
-    # 4. activations of the kept rollouts
-    texts = {
-        gid: (prompt, answer)
-        for gid, prompt, answer in con.execute(
-            "SELECT generation_id, prompt_text, answer FROM generations WHERE run_id = ?",
-            [stage_runs["generate"]],
-        ).fetchall()
-    }
-    capture_items = [CaptureItem(gid, *texts[gid]) for gid in sorted(sides)]
-    act_config = {
-        "stage": "extract.activations",
-        "generation_run": stage_runs["generate"],
-        "judge_runs": judge_runs,
-        "filter": filter_cfg.to_json(),
-        "layers": layers,
-        "poolings": cfg.poolings,
-        "dtype": str(lm.dtype),
-        "activation_dtype": cfg.activation_dtype,
-        "adapter": cfg.adapter,
-    }
-    parents = [stage_runs["generate"], *judge_runs.values()]
-    with wh.run("activations", act_config, parent_run_ids=parents, model_id=cfg.model, force=force) as run:
-        stage_runs["activations"] = run.run_id
-        if run.skipped:
-            log(f"[4/5] activations: {run.message}")
-        else:
-            log(f"[4/5] capturing {len(capture_items)} rollouts x {len(layers)} layers -> {run.run_id}")
-            run.stats.update(
-                capture_into(
-                    run,
-                    lm,
-                    capture_items,
-                    layers=layers,
-                    poolings=cfg.poolings,
-                    vector_dtype=cfg.activation_dtype,
-                    token_budget=cfg.token_budget,
-                    progress=_progress(log, "activations"),
+    try:
+        # 1. rollouts
+        gen_config = {
+            "stage": "extract.generate",
+            "trait_version": trait.trait_version,
+            "model": cfg.model,
+            "adapter": cfg.adapter,
+            "questions": cfg.questions,
+            "instructions": cfg.instructions,
+            "sampling": params.to_json(),
+            "dtype": facts.dtype,
+        }
+        with wh.run("generate", gen_config, model_id=cfg.model, force=force) as run:
+            stage_runs["generate"] = run.run_id
+            if run.skipped:
+                log(f"[1/5] rollouts: {run.message}")
+            else:
+                log(
+                    f"[1/5] generating {len(items)} x {params.n} rollouts ({run.status_before}) -> "
+                    f"{run.run_id}"
                 )
-            )
-            run.stats["filter"] = {"kept": kept, "total": total}
+                run.stats.update(
+                    generate_into(run, backend, items, params, progress=_progress(log, "rollouts"))
+                )
+
+        # 2. judging: the trait rubric and coherence
+        judge_runs: dict[str, str] = {}
+        if cfg.judge != "none" or judge is not None:
+            judge_obj = judge or make_judge(cfg.judge, concurrency=cfg.judge_concurrency)
+            for metric, name, rubric in (
+                ("trait", trait.name, trait.rubric),
+                ("coherence", "coherence", COHERENCE),
+            ):
+                summary = judge_generation_run(
+                    warehouse, stage_runs["generate"], judge_obj, metric=name, rubric=rubric, force=force
+                )
+                judge_runs[metric] = summary.run_id
+                stage_runs[f"judge_{metric}"] = summary.run_id
+                log(f"[2/5] judged {name}: n {summary.n}, valid {summary.n_valid}, mean {summary.mean_score}")
+        else:
+            log("[2/5] judging skipped (--judge none)")
+
+        # 3. filter
+        con = wh.connect()
+        candidates = _candidates(con, stage_runs["generate"], judge_runs)
+        decisions = apply_filter(candidates, filter_cfg)
+        sides = {d.generation_id: d.polarity for d in decisions if d.keep}
+        kept = {
+            "pos": sum(1 for s in sides.values() if s == "pos"),
+            "neg": sum(1 for s in sides.values() if s == "neg"),
+        }
+        total = {p: sum(1 for c in candidates if c.polarity == p) for p in ("pos", "neg")}
+        log(
+            f"[3/5] filter {filter_cfg.mode}: kept pos {kept['pos']}/{total['pos']}, "
+            f"neg {kept['neg']}/{total['neg']}"
+        )
+
+        # 4. activations of the kept rollouts
+        texts = {
+            gid: (prompt, answer)
+            for gid, prompt, answer in con.execute(
+                "SELECT generation_id, prompt_text, answer FROM generations WHERE run_id = ?",
+                [stage_runs["generate"]],
+            ).fetchall()
+        }
+        capture_items = [CaptureItem(gid, *texts[gid]) for gid in sorted(sides)]
+        act_config = {
+            "stage": "extract.activations",
+            "generation_run": stage_runs["generate"],
+            "judge_runs": judge_runs,
+            "filter": filter_cfg.to_json(),
+            "layers": layers,
+            "poolings": cfg.poolings,
+            "dtype": facts.dtype,
+            "activation_dtype": cfg.activation_dtype,
+            "adapter": cfg.adapter,
+        }
+        parents = [stage_runs["generate"], *judge_runs.values()]
+        with wh.run(
+            "activations", act_config, parent_run_ids=parents, model_id=cfg.model, force=force
+        ) as run:
+            stage_runs["activations"] = run.run_id
+            if run.skipped:
+                log(f"[4/5] activations: {run.message}")
+            else:
+                log(f"[4/5] capturing {len(capture_items)} rollouts x {len(layers)} layers -> {run.run_id}")
+                run.stats.update(
+                    capture_into(
+                        run,
+                        lm,
+                        capture_items,
+                        executor=executor,
+                        model_id=cfg.model if lm is None else lm.model_id,
+                        layers=layers,
+                        poolings=cfg.poolings,
+                        vector_dtype=cfg.activation_dtype,
+                        token_budget=cfg.token_budget,
+                        progress=_progress(log, "activations"),
+                    )
+                )
+                run.stats["filter"] = {"kept": kept, "total": total}
+    finally:
+        executor.close()  # a local Ray cluster it started goes away; the vectors need no model
 
     # 5. vectors
     vec_config = {
@@ -284,7 +304,7 @@ def run_extract(
             trait=trait.name,
             trait_version=trait.trait_version,
             model_id=cfg.model,
-            n_layers=lm.n_layers,
+            n_layers=facts.n_layers,
             poolings=cfg.poolings,
             layers=[layer for layer in layers],
             provenance=provenance,
@@ -306,7 +326,7 @@ def run_extract(
     summary_stats = {"kept": kept, "total": total, "vector_ids": {v.pooling: v.vector_id for v in vectors}}
     with wh.run(
         "extract",
-        {"config": asdict(cfg), "stages": stage_runs},
+        {"config": {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS}, "stages": stage_runs},
         parent_run_ids=list(stage_runs.values()),
         model_id=cfg.model,
         force=force,
@@ -315,6 +335,36 @@ def run_extract(
             run.stats.update(summary_stats)
         message = run.message
     return ExtractResult(run.run_id, stage_runs, kept, vectors, exported, message)
+
+
+def _executor(cfg: ExtractConfig, lm: Any, log: Log) -> tuple[Any, Any, Any]:
+    """(executor, generation backend, model facts): the model loaded here (local), or loaded by each Ray
+    worker while the driver reads its layers and width from the config alone."""
+    from pvdata.executors import (
+        GenerateJob,
+        LocalExecutor,
+        ModelFacts,
+        make_executor,
+        model_facts,
+        worker_model,
+    )
+    from pvdata.generation.hf import HFBackend
+
+    ec = cfg.executor_config()
+    ec.check(cfg.device)
+    ec.check_cluster()
+    if ec.name == "local":
+        if lm is None:
+            from pvdata.models import load_model
+
+            log(f"loading {cfg.model}")
+            lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, adapter=cfg.adapter)
+        return LocalExecutor(lm), HFBackend(lm, token_budget=cfg.token_budget), ModelFacts.of(lm)
+    spec = worker_model(cfg.model, cfg.dtype, cfg.device, ec, adapter=cfg.adapter)
+    facts = ModelFacts.of(lm) if lm is not None else model_facts(spec)
+    log(f"running the model on {ec.describe()}")
+    executor = make_executor(ec, spec, facts=facts, log=log)
+    return executor, executor.generation_backend(GenerateJob("hf", cfg.token_budget)), facts
 
 
 def _slug(model: str) -> str:

@@ -47,7 +47,13 @@ def generate_into(
     chunk: int = 64,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Generate what this run has not committed yet; returns stats."""
+    """Generate what this run has not committed yet; returns stats.
+
+    Chunks go through `pvdata.executors.generate_stream`: one after another on a local backend, in
+    parallel on the Ray executor's backend (groups in completion order). Every sample of a prompt is in
+    one group, written with one call, so a prompt is committed whole or not at all."""
+    from pvdata.executors import generate_stream
+
     done = run.done_ids("generations", "generation_id")
     ids = [[generation_id(backend, it, params, steering, s) for s in range(params.n)] for it in items]
     todo = [i for i, gids in enumerate(ids) if not all(g in done for g in gids)]
@@ -55,12 +61,11 @@ def generate_into(
     steering_json = json.dumps(steering, sort_keys=True) if steering else None
     counts = {"stop": 0, "length": 0, "error": 0}
     finished = len(items) - len(todo)
-    for start in range(0, len(todo), chunk):
-        part = todo[start : start + chunk]
-        results = backend.generate([items[i].request for i in part], params)
+    requests = [items[i].request for i in todo]
+    for results in generate_stream(backend, requests, params, chunk=chunk):
         rows = []
         for res in results:
-            index = part[res.request_index]
+            index = todo[res.request_index]
             item = items[index]
             gid = ids[index][res.sample_index]
             counts[res.finish_reason] = counts.get(res.finish_reason, 0) + 1
@@ -85,7 +90,7 @@ def generate_into(
             )
         if rows:
             writer.write(rows)
-        finished += len(part)
+        finished += len({res.request_index for res in results})
         if progress:
             progress(finished, len(items))
     writer.flush()

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError, DataError, VectorError
+from pvdata.executors.base import EXECUTORS as EXECUTORS  # re-exported: the valid --executor values
+from pvdata.executors.base import ExecutorConfig, executor_config
 
 Log = Callable[[str], None]
-
-EXECUTORS: tuple[str, ...] = ("local",)
 DEFAULT_DEPTH = 0.75  # default layer: this fraction of the model's depth (measured: docs/SCREENING.md)
 DEFAULT_MAX_NEW_TOKENS = 256
 SNIPPET = 80
@@ -72,7 +72,15 @@ class ScreenConfig:
     layers_path: str | None = None
     token_budget: int | None = None
     chunk_size: int = 64
-    executor: str = "local"
+    executor: str = "local"  # local | ray (docs/SCALE.md); never part of a run's config
+    ray_address: str | None = None
+    num_workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    worker_retries: int = 3
+
+    def executor_config(self) -> ExecutorConfig:
+        return executor_config(self)
 
     def columns(self) -> Any:
         from pvdata.samples import Columns
@@ -91,10 +99,7 @@ class ScreenConfig:
 
         check_methods(self.methods)
         self.threshold_spec()
-        if self.executor not in EXECUTORS:
-            raise ConfigError(
-                f"--executor {self.executor!r} is not available: valid executors are {EXECUTORS}"
-            )
+        self.executor_config().check(self.device)
         backend_kind(self.backend)
         if self.chunk_size < 1:
             raise ConfigError(f"--chunk-size {self.chunk_size} must be >= 1")
@@ -158,13 +163,16 @@ class ScreenResult:
 
 def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
     """Read the data, resolve vectors and layers, check everything; no model, no run."""
-    from pvdata.models.loading import resolve_device, resolve_dtype
+    from pvdata.models.loading import resolve_dtype
     from pvdata.samples import check_invalid, read_dataset
     from pvdata.warehouse import Warehouse
 
     cfg.check()
+    cfg.executor_config().check_cluster()  # an unreachable --ray-address fails now, not after a stage
     spec = cfg.threshold_spec()
-    dtype = str(resolve_dtype(cfg.dtype, resolve_device(cfg.device)))
+    # the dtype where the model runs (a Ray worker's GPU, not the driver's CPU): it is part of the runs'
+    # configs, so the same job on either executor is the same run
+    dtype = str(resolve_dtype(cfg.dtype, cfg.executor_config().worker_device(cfg.device)))
     for path, what in ((cfg.dataset, "dataset"), (cfg.reference, "--reference")):
         if path is not None and not Path(path).expanduser().exists():
             raise ConfigError(
@@ -201,7 +209,7 @@ def resolve_vectors(wh: Any, cfg: ScreenConfig) -> tuple[dict[str, Any], dict[st
     from pvdata.vectors.io import load_vector
     from pvdata.vectors.store import latest_vector_id, read_vector
 
-    exists = wh.root.is_dir()
+    exists = wh.exists()
     given: dict[str, Any] = {}
     runs: dict[str, str | None] = {}
     for spec in cfg.vectors:
@@ -280,7 +288,7 @@ def default_layer(wh: Any, model: str, vector: Any, built: Sequence[int]) -> tup
     """The best layer of the latest succeeded `pvdata evaluate` of this trait and model (when the vector
     has it), else the built layer nearest DEFAULT_DEPTH of the model's depth (SmolLM2: 23 of 30, where
     all three methods separate held-out evil answers; Qwen2.5-7B: 21 of 28, near the paper's 20)."""
-    best = _evaluated_layer(wh, vector.trait, model) if wh.root.is_dir() else None
+    best = _evaluated_layer(wh, vector.trait, model) if wh.exists() else None
     if best is not None and best in built:
         return [best], f"best layer of the latest `pvdata evaluate` of {vector.trait} on {model}"
     target = int(DEFAULT_DEPTH * vector.n_layers + 0.5)  # round half up: 30 blocks -> layer 23
@@ -309,11 +317,13 @@ def _evaluated_layer(wh: Any, trait: str, model: str) -> int | None:
 
 
 class _LazyModel:
-    """Loads the model on first use, so a rerun whose stages all succeeded loads nothing."""
+    """Loads the model (local) or starts the executor (ray) on first use, so a rerun whose stages all
+    succeeded loads nothing and contacts no cluster."""
 
     def __init__(self, plan: ScreenPlan, lm: Any, log: Log) -> None:
         self.plan, self._lm, self.log = plan, lm, log
         self._checked = False
+        self._executor: Any = None
 
     def get(self) -> Any:
         if self._lm is None:
@@ -323,12 +333,38 @@ class _LazyModel:
             self.log(f"loading {cfg.model}")
             self._lm = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, layers_path=cfg.layers_path)
         if not self._checked:
-            for trait, vector in self.plan.vectors.items():
-                vector.check_compatible(self._lm.n_layers, self._lm.hidden_size, self._lm.model_id)
-                for layer in self.plan.layers[trait]:
-                    self._lm.layers.check_layer(layer)
-            self._checked = True
+            self._check(self._lm.layers, self._lm.hidden_size, self._lm.model_id)
         return self._lm
+
+    def _check(self, layers: Any, hidden: int, model_id: str) -> None:
+        for trait, vector in self.plan.vectors.items():
+            vector.check_compatible(layers.n_layers, hidden, model_id)
+            for layer in self.plan.layers[trait]:
+                layers.check_layer(layer)
+        self._checked = True
+
+    def executor(self) -> Any:
+        """Where the batches run: this process (on `get()`), or Ray workers that each load the model
+        (the driver checks the vectors and layers against the model's config, without weights)."""
+        if self._executor is None:
+            from pvdata.executors import ModelFacts, ModelSpec, make_executor, model_facts, worker_model
+
+            cfg = self.plan.cfg
+            ec = cfg.executor_config()
+            if ec.name == "local":
+                spec = ModelSpec(cfg.model, dtype=cfg.dtype, device=cfg.device, layers_path=cfg.layers_path)
+                self._executor = make_executor(ec, spec, lm=self.get, log=self.log)
+            else:
+                spec = worker_model(cfg.model, cfg.dtype, cfg.device, ec, layers_path=cfg.layers_path)
+                facts = ModelFacts.of(self._lm) if self._lm is not None else model_facts(spec)
+                self._check(facts.layers, facts.hidden_size, cfg.model)
+                self.log(f"running the model on {ec.describe()}")
+                self._executor = make_executor(ec, spec, facts=facts, log=self.log)
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
 
 
 def run_screen(
@@ -353,21 +389,24 @@ def run_screen(
     stage_runs: dict[str, str] = {}
     errors: dict[str, dict[str, str]] = {}
     datasets = [("dataset", plan.dataset)] + ([("reference", plan.reference)] if plan.reference else [])
-    for label, data in datasets:
-        stage_runs[f"{label}_samples"] = _samples_stage(wh, plan, data, label, force, log)
-        base_run = None
-        if "exact" in plan.methods:
-            base_run = _base_stage(
-                wh, plan, data, label, stage_runs[f"{label}_samples"], model, backend, force, log
+    try:
+        for label, data in datasets:
+            stage_runs[f"{label}_samples"] = _samples_stage(wh, plan, data, label, force, log)
+            base_run = None
+            if "exact" in plan.methods:
+                base_run = _base_stage(
+                    wh, plan, data, label, stage_runs[f"{label}_samples"], model, backend, force, log
+                )
+                stage_runs[f"{label}_base"] = base_run
+            proj_run, errors[label] = _projection_stage(
+                wh, plan, data, label, stage_runs[f"{label}_samples"], base_run, model, force, log
             )
-            stage_runs[f"{label}_base"] = base_run
-        proj_run, errors[label] = _projection_stage(
-            wh, plan, data, label, stage_runs[f"{label}_samples"], base_run, model, force, log
-        )
-        stage_runs[f"{label}_projections"] = proj_run
+            stage_runs[f"{label}_projections"] = proj_run
+    finally:
+        model.close()
     run_id, groups, flagged, unscored, message = _decision_stage(wh, plan, stage_runs, errors, force, log)
 
-    paths = check_out_dir(out if out is not None else Path(wh.root) / "exports" / run_id, _inputs(plan))
+    paths = check_out_dir(out if out is not None else wh.local_dir("exports", run_id), _inputs(plan))
     summary = _summary(plan, run_id, stage_runs, groups, len(unscored))
     from pvdata.screening.output import write_outputs
 
@@ -505,12 +544,10 @@ def _base_stage(
 
 
 def _make_backend(cfg: ScreenConfig, model: _LazyModel) -> Any:
-    from pvdata.generation.backends import backend_kind, make_backend
+    """hf on the loaded model, vllm, or openai:MODEL; with --executor ray, hf and vllm run on the workers."""
+    from pvdata.executors import GenerateJob
 
-    kind = backend_kind(cfg.backend)
-    if kind == "hf":
-        return make_backend("hf", lm=model.get(), token_budget=cfg.token_budget)
-    return make_backend(cfg.backend, model=cfg.model, dtype=cfg.dtype)
+    return model.executor().generation_backend(GenerateJob(cfg.backend, cfg.token_budget, cfg.dtype))
 
 
 def _base_answers(wh: Any, base_run: str | None) -> dict[str, tuple[str, str]]:
@@ -526,17 +563,8 @@ def _base_answers(wh: Any, base_run: str | None) -> dict[str, tuple[str, str]]:
 
 def _run_rows(wh: Any, table: str, run_id: str, columns: list[str]) -> dict[str, list[Any]]:
     """Columns of everything one run committed to a table (read straight from its files)."""
-    import pyarrow.parquet as pq
-
-    from pvdata.warehouse import table_files
-
-    infos = table_files(wh.root, table, run_id)
-    out: dict[str, list[Any]] = {c: [] for c in columns}
-    for info in infos:
-        t = pq.read_table(info.path, columns=columns)
-        for c in columns:
-            out[c].extend(t.column(c).to_pylist())
-    return out
+    t = wh.read_run_table(table, run_id, columns)
+    return {c: t.column(c).to_pylist() for c in columns}
 
 
 def _score_inputs(data: Any, base: dict[str, tuple[str, str]]) -> list[Any]:
@@ -560,7 +588,8 @@ def _projection_stage(
     force: bool,
     log: Log,
 ) -> tuple[str, dict[str, str]]:
-    from pvdata.screening.scoring import pending, score_batch
+    from pvdata.executors import ScoreJob
+    from pvdata.screening.scoring import pending
 
     cfg = plan.cfg
     config = {
@@ -581,7 +610,7 @@ def _projection_stage(
             log(f"[3/5] {label} projections: {run.message}")
             stats = (wh.get_run(run.run_id) or {}).get("stats") or "{}"
             return str(run.run_id), dict(json.loads(stats).get("errors", {}))
-        lm = model.get()
+        executor = model.executor()
         _register_file_vectors(run, wh, plan)
         done = run.done_ids("projections", "source_id")
         todo = pending(inputs, done)
@@ -594,18 +623,20 @@ def _projection_stage(
         methods = ("raw", "exact") if base_run else ("raw",)
         errors: dict[str, str] = {}
         report = _progress(log, "projections")
-        for start in range(0, len(todo), cfg.chunk_size):
-            part = todo[start : start + cfg.chunk_size]
-            batch = score_batch(
-                lm, part, list(plan.vectors.values()), plan.layers, methods, token_budget=cfg.token_budget
-            )
+        job = ScoreJob(tuple(plan.vectors.values()), plan.layers, methods, cfg.token_budget)
+        finished = 0
+        # chunks in order (local) or as Ray workers finish them; a base answer shared by two chunks in
+        # flight is projected by both and written once (the first to arrive)
+        for part in executor.score(job, todo, chunk=cfg.chunk_size):
+            batch = part.result
             rows = [r for r in batch.projections if r["source_id"] not in done]
             done.update(r["source_id"] for r in rows)
             if rows:
                 writer.write(rows)  # a chunk's texts in one call: committed whole or not at all
                 writer.flush()
             errors.update(batch.errors)
-            report(start + len(part), len(todo))
+            finished += len(part.samples)
+            report(finished, len(todo))
         run.stats.update({"samples": len(inputs), "resumed_from": len(inputs) - len(todo), "errors": errors})
         return str(run.run_id), errors
 
