@@ -53,6 +53,7 @@ def test_bench_screen_on_tiny_llama(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert result["bench"] == "screen" and result["model"] == "tiny-random-llama"
     assert result["layer"] == 3 and result["n_layers"] == 4  # 0.75 of 4 blocks
     assert result["match"] is True and result["data"] == "demo"
+    assert result["reference_passes"] == 2  # the research code: one invocation per projection type
     _check_part(result["approx"], 6)
     assert result["approx"]["methods"] == ["prompt_last_approx", "raw"]
     exact = result["exact"]
@@ -61,6 +62,23 @@ def test_bench_screen_on_tiny_llama(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert exact["base_answers_identical"] == 2  # float32 greedy: batched and one by one agree
     assert exact["pvdata"]["generate_seconds"] > 0 and exact["pvdata"]["score_seconds"] > 0
     assert exact["pvdata"]["tokens"] > 0 and exact["reference"]["tokens"] > 0  # generated tokens
+
+
+def test_two_pass_reference_gives_the_one_pass_scores() -> None:
+    """The research code's two invocations (proj, then prompt_last_proj) cost twice; same numbers."""
+    from pvdata.bench.screen import demo_samples, random_vector, reference_approx
+    from pvdata.models.loading import load_model
+
+    lm = load_model("tiny-random-llama", device="cpu")
+    samples = demo_samples(3)
+    vector = random_vector(lm.n_layers, lm.hidden_size, 0)
+    one, tokens_one = reference_approx(lm, samples, vector, 2, grad=False, passes=1)
+    two, tokens_two = reference_approx(lm, samples, vector, 2, grad=False, passes=2)
+    assert tokens_one == tokens_two > 0  # the samples' tokens, counted once
+    assert [r["raw"] for r in one] == pytest.approx([r["raw"] for r in two], abs=1e-9)
+    assert [r["prompt_last_approx"] for r in one] == pytest.approx(
+        [r["prompt_last_approx"] for r in two], abs=1e-9
+    )
 
 
 def test_equality_check_fails_on_a_perturbed_reference_vector(

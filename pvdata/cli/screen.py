@@ -83,7 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system-column", default="system")
     p.add_argument("--messages-column", default="messages")
     p.add_argument("--hf-split", default=None, help="split of a DatasetDict folder")
-    p.add_argument("--chunk-size", type=int, default=64, help="samples per forward chunk (the resume unit)")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=64,
+        help="samples per forward chunk (the resume unit); on a GPU use 512-1024 (docs/PERFORMANCE.md)",
+    )
     p.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch")
     p.add_argument("--force", action="store_true", help="recompute every step as new runs")
     add_executor_options(p)

@@ -9,7 +9,7 @@ nothing: `score` is the projection step (prompt_last_approx + raw: one forward p
 random vector of the model's shape unless --vector is given: the values do not change the cost);
 `generate` is the greedy base answers of method exact (one per distinct prompt). Prints one JSON line:
 setup_s (model load, or cluster start), first_chunk_s (until the first chunk came back: includes the
-workers loading the model), steady_per_s (items per second after the first chunk) and per_worker_per_s.
+workers loading the model), steady_per_s (items per second once results flow) and per_worker_per_s.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--step", choices=["score", "generate"], default="score")
     p.add_argument("--vector", default=None, help="a vector file (default: random, of the model's shape)")
     p.add_argument("--layer", type=int, default=None, help="default: 0.75 of the depth, as pvdata screen")
-    p.add_argument("--chunk-size", type=int, default=16)
+    p.add_argument("--chunk-size", type=int, default=8, help="small: more chunks to time (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--token-budget", type=int, default=None)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="auto")
+    p.add_argument("--skip-invalid", action="store_true", help="time the valid records only")
     add_executor_options(p)
     return p
 
@@ -55,7 +56,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     )
     from pvdata.generation.base import SamplingParams
     from pvdata.pipelines.screen import DEFAULT_DEPTH, _prompts, _score_inputs
-    from pvdata.samples import read_dataset
+    from pvdata.samples import check_invalid, read_dataset
     from pvdata.vectors import PersonaVector
 
     kw = executor_kwargs(args)
@@ -71,6 +72,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     spec = worker_model(args.model, args.dtype, args.device, ec)
     facts = model_facts(spec)
     data = read_dataset(args.dataset)
+    check_invalid(data, args.skip_invalid)  # as `pvdata screen`: bad records stop it unless skipped
     if args.vector:
         vector = PersonaVector.load(args.vector)
     else:
@@ -113,9 +115,11 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
         executor.close()
     end = time.monotonic()
     first = arrivals[0][0] if arrivals else end
-    after = sum(k for _, k in arrivals[1:])
-    steady = after / (end - first) if len(arrivals) > 1 and end > first else None
     workers = ec.num_workers if ec.name == "ray" else 1
+    # items already computed when the first result arrived: locally the first chunk; on Ray about two
+    # chunks per worker (Ray Data hands a chunk's result over once that worker finished its next one)
+    before = min(n, args.chunk_size * (2 * workers if ec.name == "ray" else 1))
+    steady = (n - before) / (end - first) if n > before and end > first else None
     return {
         "executor": ec.describe(),
         "step": args.step,
