@@ -45,34 +45,9 @@ def _range(text: str) -> tuple[int, int]:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from pvdata.models.loading import load_model, resolve_device, resolve_dtype
+    from pvdata.bench.shapes import load_bench_model
 
-    if args.model_shape:
-        from pvdata.bench.shapes import build_shape
-
-        device = resolve_device(args.device)
-        model = build_shape(args.model_shape, device=device, dtype=resolve_dtype(args.dtype, device))
-        return _wrap_shape(model, args.model_shape)
-    if not args.model:
-        from pvdata.errors import ConfigError
-
-        raise ConfigError(
-            "give --model (alias, folder, hub id) or --model-shape (random weights of a real shape)"
-        )
-    return load_model(args.model, dtype=args.dtype, device=args.device)
-
-
-class _NoTokenizer:
-    """Random-shape models have no tokenizer; capture only needs a pad id."""
-
-    pad_token_id = 0
-
-
-def _wrap_shape(model: Any, name: str) -> Any:
-    from pvdata.models.layers import find_layers
-    from pvdata.models.loading import LoadedModel
-
-    return LoadedModel(model=model, tokenizer=_NoTokenizer(), model_id=name, layers=find_layers(model))
+    return load_bench_model(args)
 
 
 def make_samples(n: int, vocab: int, prompt: tuple[int, int], response: tuple[int, int], seed: int) -> list:

@@ -233,37 +233,19 @@ def _is_word_tokenizer(tokenizer: Any) -> bool:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from pvdata.models.loading import load_model, resolve_device, resolve_dtype, wrap_loaded
+    from pvdata.bench.shapes import load_bench_model
 
-    if args.model_shape:
-        import torch
+    return load_bench_model(args, seed=args.seed, wrap=_wrap_word_tokenizer)
 
-        device = resolve_device(args.device)
-        dtype = resolve_dtype(args.dtype, device)
-        if args.model_shape == "tiny":
-            from transformers import AutoModelForCausalLM, LlamaConfig
 
-            from pvdata.bench.train import TINY_SHAPE
+def _wrap_word_tokenizer(model: Any, name: str) -> Any:
+    """A random-shape model with a word-level tokenizer over its whole vocabulary (exact round trip)."""
+    from pvdata.models.loading import wrap_loaded
 
-            torch.manual_seed(args.seed)
-            with torch.device(device):
-                model = AutoModelForCausalLM.from_config(LlamaConfig(**TINY_SHAPE), dtype=dtype)
-            model.eval()
-        else:
-            from pvdata.bench.shapes import build_shape
-
-            model = build_shape(args.model_shape, device=device, dtype=dtype, seed=args.seed)
-        tok = word_tokenizer(int(model.get_input_embeddings().weight.shape[0]))
-        for cfg in (model.config, model.generation_config):
-            cfg.eos_token_id, cfg.pad_token_id, cfg.bos_token_id = tok.eos_token_id, tok.pad_token_id, None
-        return wrap_loaded(model, tok, args.model_shape)
-    if not args.model:
-        from pvdata.errors import ConfigError
-
-        raise ConfigError(
-            "give --model (alias, folder, hub id) or --model-shape (random weights of a real shape)"
-        )
-    return load_model(args.model, dtype=args.dtype, device=args.device)
+    tok = word_tokenizer(int(model.get_input_embeddings().weight.shape[0]))
+    for cfg in (model.config, model.generation_config):
+        cfg.eos_token_id, cfg.pad_token_id, cfg.bos_token_id = tok.eos_token_id, tok.pad_token_id, None
+    return wrap_loaded(model, tok, name)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from typing import Any
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -41,6 +43,17 @@ SHAPES: dict[str, dict[str, Any]] = {
         "rope_theta": 500000.0,
         "tie_word_embeddings": False,
     },
+    "tiny": {  # for CPU smoke tests of the benchmarks themselves
+        "family": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 1024,
+        "max_position_embeddings": 1024,
+        "tie_word_embeddings": False,
+    },
 }
 
 
@@ -60,6 +73,39 @@ def build_shape(name: str, *, device: str, dtype: Any, seed: int = 0) -> Any:
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.eval()
+
+
+class PadOnlyTokenizer:
+    """Random-shape models have no tokenizer; capture and the training loop only need a pad id."""
+
+    pad_token_id = 0
+
+
+def wrap_pad_only(model: Any, name: str) -> Any:
+    from pvdata.models.layers import find_layers
+    from pvdata.models.loading import LoadedModel
+
+    return LoadedModel(model=model, tokenizer=PadOnlyTokenizer(), model_id=name, layers=find_layers(model))
+
+
+def load_bench_model(
+    args: argparse.Namespace, *, seed: int = 0, wrap: Callable[[Any, str], Any] = wrap_pad_only
+) -> Any:
+    """The model a benchmark names: `--model-shape` builds random weights of that shape on `--device`
+    (wrapped by `wrap`), `--model` loads an alias, folder or hub id."""
+    from pvdata.errors import ConfigError
+    from pvdata.models.loading import load_model, resolve_device, resolve_dtype
+
+    if args.model_shape:
+        device = resolve_device(args.device)
+        dtype = resolve_dtype(args.dtype, device)
+        model = build_shape(args.model_shape, device=device, dtype=dtype, seed=seed)
+        return wrap(model, args.model_shape)
+    if not args.model:
+        raise ConfigError(
+            "give --model (alias, folder, hub id) or --model-shape (random weights of a real shape)"
+        )
+    return load_model(args.model, dtype=args.dtype, device=args.device)
 
 
 def block_params(model: Any, n_blocks: int) -> int:

@@ -20,17 +20,6 @@ from typing import Any
 
 PAPER_LAYER_FRACTION = 20 / 28  # the paper steers Qwen2.5-7B (28 blocks) at layer 20
 
-TINY_SHAPE: dict[str, Any] = {  # for CPU smoke tests of the benchmark itself
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 1024,
-    "max_position_embeddings": 1024,
-    "tie_word_embeddings": False,
-}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model alias, folder or hub id")
@@ -53,40 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: known GPUs)")
 
 
-class _PadOnly:
-    """Random-shape models have no tokenizer; the loop only needs a pad id."""
-
-    pad_token_id = 0
-
-
 def _load(args: argparse.Namespace) -> Any:
-    from pvdata.models.layers import find_layers
-    from pvdata.models.loading import LoadedModel, load_model, resolve_device, resolve_dtype
+    from pvdata.bench.shapes import load_bench_model
 
-    if args.model_shape:
-        device = resolve_device(args.device)
-        dtype = resolve_dtype(args.dtype, device)
-        if args.model_shape == "tiny":
-            import torch
-            from transformers import AutoModelForCausalLM, LlamaConfig
-
-            torch.manual_seed(args.seed)
-            with torch.device(device):
-                model = AutoModelForCausalLM.from_config(LlamaConfig(**TINY_SHAPE), dtype=dtype)
-        else:
-            from pvdata.bench.shapes import build_shape
-
-            model = build_shape(args.model_shape, device=device, dtype=dtype, seed=args.seed)
-        return LoadedModel(
-            model=model, tokenizer=_PadOnly(), model_id=args.model_shape, layers=find_layers(model)
-        )
-    if not args.model:
-        from pvdata.errors import ConfigError
-
-        raise ConfigError(
-            "give --model (alias, folder, hub id) or --model-shape (random weights of a real shape)"
-        )
-    return load_model(args.model, dtype=args.dtype, device=args.device)
+    return load_bench_model(args, seed=args.seed)
 
 
 def make_samples(n: int, vocab: int, prompt: int, response: int, seed: int) -> list[Any]:

@@ -175,6 +175,18 @@ class _Worker:
         raise NotImplementedError
 
 
+class _ModelWorker(_Worker):
+    """An actor that loads the model once (checked against the driver's `shape`) and keeps its job."""
+
+    def __init__(self, model: ModelSpec, job: Any, shape: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.job = job
+        try:
+            self.lm = _load(model, shape)
+        except PvdataError as exc:
+            self.init_error = exc
+
+
 def _load(model: ModelSpec, shape: tuple[int, int] | None) -> Any:
     lm = model.load()
     if shape is not None and (lm.n_layers, lm.hidden_size) != tuple(shape):
@@ -254,18 +266,11 @@ def decode_scored(table: pa.Table, by_id: dict[str, Any]) -> ScoredChunk:
     return ScoredChunk(samples, ScoredBatch(proj, scores, errors))
 
 
-class ScoreWorker(_Worker):
+class ScoreWorker(_ModelWorker):
     """A Ray Data actor: the model loaded once, `score_batch` per chunk."""
 
     schema = SCORE_SCHEMA
-
-    def __init__(self, model: ModelSpec, job: ScoreJob, shape: tuple[int, int] | None = None) -> None:
-        super().__init__()
-        self.job = job
-        try:
-            self.lm = _load(model, shape)
-        except PvdataError as exc:
-            self.init_error = exc
+    job: ScoreJob
 
     def run(self, batch: pa.Table) -> pa.Table:
         from pvdata.screening.scoring import ScoredBatch, score_batch
@@ -290,19 +295,12 @@ def encode_capture_items(items: Sequence[Any]) -> pa.Table:
     )
 
 
-class CaptureWorker(_Worker):
+class CaptureWorker(_ModelWorker):
     """A Ray Data actor: pooled activations per chunk, one row per item ([poolings, layers, H] flattened,
     null when the item could not be captured)."""
 
     schema = CAPTURE_SCHEMA
-
-    def __init__(self, model: ModelSpec, job: CaptureJob, shape: tuple[int, int] | None = None) -> None:
-        super().__init__()
-        self.job = job
-        try:
-            self.lm = _load(model, shape)
-        except PvdataError as exc:
-            self.init_error = exc
+    job: CaptureJob
 
     def run(self, batch: pa.Table) -> pa.Table:
         import torch
