@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "import": "pvdata.cli.import_cmd",
     "bench": "pvdata.cli.bench",
     "demo": "pvdata.cli.demo",
+    "experiment": "pvdata.cli.experiment",
 }
 
 

@@ -45,6 +45,10 @@ def _run_step(
 
         trained = run_train(cfg, warehouse, force=force, log=log, progress=False)
         return train_lines(trained), str(trained.adapter) if trained.adapter else None
+    if step.kind == "experiment":
+        from pvdata.experiments import step as experiment_step
+
+        return experiment_step.run(cfg, warehouse, log), None
     if step.kind == "screen":
         from pvdata.pipelines import screen
 

@@ -231,6 +231,8 @@ def _check_train(cfg: Any, refs: Refs) -> None:
 
 def step_kinds() -> dict[str, StepKind]:
     """The commands a pipeline file can run (imported lazily: the configs are plain dataclasses)."""
+    from pvdata.experiments import step as experiment_step
+    from pvdata.experiments.step import ExperimentStep
     from pvdata.pipelines.evaluate import EvaluateConfig
     from pvdata.pipelines.extract import ExtractConfig
     from pvdata.pipelines.monitor import MonitorConfig
@@ -249,6 +251,13 @@ def step_kinds() -> dict[str, StepKind]:
             makes="adapter",
             refs=("steering.vector", "monitor.vector"),
             build=_build_train,
+        ),
+        StepKind(
+            "experiment",
+            ExperimentStep,
+            experiment_step.check,
+            refs=("config.common.vector_args",),
+            build=experiment_step.build,
         ),
     ]
     return {k.name: k for k in kinds}

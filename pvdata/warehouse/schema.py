@@ -81,6 +81,7 @@ RUN_KINDS = (
     "import",
     "review",
     "bench",
+    "experiment",
 )
 RUN_STATUSES = ("running", "succeeded", "failed")
 
@@ -302,6 +303,57 @@ _SPECS = [
         ),
         "finetuning shift per layer: (mean prompt_last of the finetuned model - of the base model) . v_hat "
         "over the trait's eval prompts",
+    ),
+    TableSpec(
+        "experiment_points",
+        pa.schema(
+            [
+                _f("run_id", STRING, True),
+                _f("experiment", STRING, True),  # shift_prediction | filter
+                _f("trait", STRING, True),
+                _f("dataset", STRING, True),  # name within the experiment, e.g. evil-f0.25
+                _f("dataset_id", STRING),
+                _f("kind", STRING),  # mix | subtle | unfiltered | filtered | random
+                _f("fraction", F64),  # share of trait answers (mix), or of samples dropped (filter)
+                _f("method", STRING),  # filter: the score that chose the drop (or "random")
+                _f("seed", I32),
+                _f("n_records", I32),
+                _f("n_trait", I32),  # trait (or subtle) answers among the records
+                _f("layer", I32),
+                _f("vector_id", STRING),
+                _f("projection_difference_exact", F64),
+                _f("projection_difference_approx", F64),
+                _f("raw_projection", F64),
+                _f("shift", F64),
+                _f("judged_score", F64),
+                _f("screen_run_id", STRING),
+                _f("train_run_id", STRING),
+                _f("evaluate_run_id", STRING),
+            ]
+        ),
+        "one dataset of a `pvdata experiment`: its composition, pre-finetune screening means and the "
+        "post-finetune shift",
+    ),
+    TableSpec(
+        "experiment_stats",
+        pa.schema(
+            [
+                _f("run_id", STRING, True),
+                _f("experiment", STRING, True),
+                _f("trait", STRING, True),  # a trait, or "all"
+                _f("x", STRING, True),  # e.g. projection_difference_exact
+                _f("y", STRING, True),  # e.g. shift
+                _f("n_datasets", I32),
+                _f("pearson", F64),
+                _f("spearman", F64),
+                _f("pearson_ci_lo", F64),
+                _f("pearson_ci_hi", F64),
+                _f("spearman_ci_lo", F64),
+                _f("spearman_ci_hi", F64),
+            ]
+        ),
+        "correlations between a pre-finetune screening mean and a post-finetune outcome, with "
+        "bootstrap 95% intervals",
     ),
     TableSpec(
         "reviews",

@@ -1,0 +1,171 @@
+"""`pvdata experiment`: does screening predict the finetuning shift (shift-prediction), and does dropping
+flagged samples prevent it (filter)? See docs/EXPERIMENTS.md."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pvdata.cli.options import add_warehouse_option, warehouse_root
+from pvdata.experiments.report import summary_lines
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TRAIN_CONFIG = "training/smollm2-135m-cpu.yaml"
+
+
+def _floats(text: str, what: str) -> list[float]:
+    from pvdata.errors import ConfigError
+
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: give numbers separated by commas, e.g. 0,0.25,0.5") from None
+
+
+def _ints(text: str, what: str) -> list[int]:
+    from pvdata.errors import ConfigError
+
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: give integers separated by commas, e.g. 0,1,2") from None
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", required=True, help="alias (smollm2-135m, tiny-random-llama, ...), folder or hub id"
+    )
+    p.add_argument("--layer", type=int, required=True, help="layer of the screening scores and the shift")
+    p.add_argument(
+        "--train-config",
+        default=None,
+        help=f"training YAML: the fixed budget every dataset gets (default: {DEFAULT_TRAIN_CONFIG})",
+    )
+    p.add_argument("--max-steps", type=int, default=None, help="override the config's optimizer steps")
+    p.add_argument(
+        "--judge",
+        default="none",
+        help="judge the finetuned models' answers too: openai:MODEL | hf:MODEL | scripted | none (default)",
+    )
+    p.add_argument("--eval-n-per-question", type=int, default=1, help="judged answers per eval question")
+    p.add_argument("--eval-max-new-tokens", type=int, default=64, help="length of the judged answers")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="base answers of the exact method")
+    p.add_argument("--seed", type=int, default=0, help="mixing, training and bootstrap seed")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--out", default=None, metavar="DIR", help="summary.json, datasets and adapters go here")
+    p.add_argument(
+        "--vector",
+        action="append",
+        default=[],
+        metavar="FILE|ID",
+        help="persona vector file or warehouse id, repeatable (default: each trait's latest for --model)",
+    )
+    p.add_argument("--trait-data", default=None, help="your own trait answers (JSONL messages; one trait)")
+    p.add_argument("--normal-data", default=None, help="the same prompts answered normally, line by line")
+    add_warehouse_option(p)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="evidence that screening works: shift prediction and filtering experiments",
+        description="Run an experiment as a chain of ordinary warehouse runs (screen, train, evaluate); "
+        "rerunning the same command resumes. See docs/EXPERIMENTS.md.",
+    )
+    which = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    sp = which.add_parser(
+        "shift-prediction",
+        help="does the dataset-level projection difference predict the finetuning shift?",
+        description="Per trait, mix trait and normal answers at each fraction (plus the subtle set), screen "
+        "the datasets before finetuning, finetune a LoRA adapter on each with one budget, and report "
+        "Pearson/Spearman r (bootstrap 95%% intervals) between projection difference and shift.",
+    )
+    _common_options(sp)
+    sp.add_argument(
+        "--trait", action="append", required=True, help="trait, repeatable (evil, sycophantic, ...)"
+    )
+    sp.add_argument("--fractions", default="0,0.1,0.25,0.5,0.75,1", help="shares of trait answers")
+    sp.add_argument("--no-subtle", action="store_true", help="leave out the subtle dataset")
+    sp.add_argument("--subtle-data", default=None, help="the same prompts answered with a mild trait")
+    sp.set_defaults(func=_run_shift)
+    fp = which.add_parser(
+        "filter",
+        help="does dropping the top-scored samples prevent the shift, better than dropping at random?",
+        description="On a contaminated set, drop the top share of samples by each method and the same "
+        "counts at random, finetune on each remainder, and compare the shifts with the unfiltered set's.",
+    )
+    _common_options(fp)
+    fp.add_argument(
+        "--trait", required=True, help="trait (evil, sycophantic, hallucinating or your own data)"
+    )
+    fp.add_argument("--contamination", type=float, default=0.5, help="share of trait answers (default 0.5)")
+    fp.add_argument("--drop", default="0.1,0.25,0.5", help="shares of samples to drop (default 0.1,0.25,0.5)")
+    fp.add_argument("--methods", default="exact,prompt_last_approx,raw", help="scores that choose the drop")
+    fp.add_argument("--random-seeds", default="0,1,2", help="seeds of the random drops (default 0,1,2)")
+    fp.set_defaults(func=_run_filter)
+
+
+def _common(args: argparse.Namespace) -> Any:
+    from pvdata.experiments.steps import Common
+
+    train_config = args.train_config
+    if train_config is None:
+        local = Path(DEFAULT_TRAIN_CONFIG)
+        train_config = str(local if local.is_file() else PROJECT_ROOT / DEFAULT_TRAIN_CONFIG)
+    return Common(
+        model=args.model,
+        layer=args.layer,
+        train_config=train_config,
+        judge=args.judge,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        dtype=args.dtype,
+        device=args.device,
+        eval_n_per_question=args.eval_n_per_question,
+        eval_max_new_tokens=args.eval_max_new_tokens,
+        bootstrap=args.bootstrap,
+        max_steps=args.max_steps,
+        vector_args=[v.strip() for value in args.vector for v in value.split(",") if v.strip()],
+    )
+
+
+def _run_shift(args: argparse.Namespace) -> int:
+    from pvdata.experiments import shift_prediction as sp
+
+    cfg = sp.ShiftPredictionConfig(
+        common=_common(args),
+        traits=[t.strip() for value in args.trait for t in value.split(",") if t.strip()],
+        fractions=_floats(args.fractions, "--fractions"),
+        subtle=not args.no_subtle,
+        trait_data=args.trait_data,
+        normal_data=args.normal_data,
+        subtle_data=args.subtle_data,
+    )
+    root = warehouse_root(args.warehouse)
+    plan = sp.plan(cfg, root, args.out)
+    summary = sp.run(plan, root)
+    print("\n".join(summary_lines(summary, plan.out)))
+    return 0
+
+
+def _run_filter(args: argparse.Namespace) -> int:
+    from pvdata.experiments import filtering
+
+    cfg = filtering.FilterConfig(
+        common=_common(args),
+        trait=args.trait,
+        contamination=args.contamination,
+        drops=_floats(args.drop, "--drop"),
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        random_seeds=_ints(args.random_seeds, "--random-seeds"),
+        trait_data=args.trait_data,
+        normal_data=args.normal_data,
+    )
+    root = warehouse_root(args.warehouse)
+    plan = filtering.plan(cfg, root, args.out)
+    summary = filtering.run(plan, root)
+    print("\n".join(summary_lines(summary, plan.out)))
+    return 0

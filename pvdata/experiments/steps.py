@@ -1,0 +1,233 @@
+"""The steps every experiment repeats: screen a pool of samples once, average its per-sample scores over
+a dataset, finetune on a dataset and read its finetuning shift, optionally judge the finetuned model.
+
+Each step is an ordinary warehouse run (screen, train, evaluate), so a rerun of an experiment skips the
+finished ones and resumes the one in flight. A sample's screening scores do not depend on the other
+samples of its dataset (only thresholds do), so one screen of the union of every dataset's samples gives
+each dataset's scores; tests/test_experiments.py checks that against a direct screen of one dataset.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pvdata.errors import ConfigError
+
+Log = Callable[[str], None]
+METHODS = ("exact", "prompt_last_approx", "raw")
+DEFAULT_TRAIN_CONFIG = "training/smollm2-135m-cpu.yaml"
+
+
+def stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Common:
+    """What every experiment needs: model, layer, training budget, screening and judging settings."""
+
+    model: str
+    layer: int
+    train_config: str | None = None
+    judge: str = "none"
+    seed: int = 0
+    max_new_tokens: int | None = None  # base answers of the exact method (default: pvdata screen's)
+    dtype: str = "auto"
+    device: str = "auto"
+    eval_questions: int = 20
+    eval_n_per_question: int = 1
+    eval_max_new_tokens: int = 64
+    bootstrap: int = 2000
+    max_steps: int | None = None  # overrides the training config's budget (tests, quick looks)
+    vector_args: list[str] = field(default_factory=list)  # --vector files or warehouse ids
+    vectors: dict[str, Any] = field(default_factory=dict)  # trait -> PersonaVector (resolve_vectors)
+    vector_specs: dict[str, str] = field(default_factory=dict)  # trait -> file or id for screen and train
+
+    def train_config_path(self) -> str | None:
+        return self.train_config
+
+
+def resolve_vectors(warehouse: str, common: Common, traits: Sequence[str]) -> None:
+    """Each trait's vector (--vector files or ids, else the trait's latest for the model) with the layer
+    checked against it; fills common.vectors and common.vector_specs. No model loads."""
+    from pvdata.pipelines.screen import ScreenConfig, choose_layers
+    from pvdata.pipelines.screen import resolve_vectors as screen_vectors
+    from pvdata.warehouse import Warehouse
+
+    wh = Warehouse(warehouse)
+    cfg = ScreenConfig(
+        dataset="",
+        model=common.model,
+        traits=list(traits),
+        vectors=list(common.vector_args),
+        layers=[common.layer],
+    )
+    vectors, _ = screen_vectors(wh, cfg)
+    for trait, vector in vectors.items():
+        if common.layer < 1:
+            raise ConfigError(
+                f"--layer {common.layer} is out of range: valid layers are 1..{vector.n_layers}"
+            )
+        choose_layers(wh, cfg, vector)
+        common.vectors[trait] = vector
+        files = [a for a in common.vector_args if Path(a).is_file()]
+        from pvdata.vectors.io import load_vector
+
+        spec = next((f for f in files if load_vector(f).vector_id == vector.vector_id), vector.vector_id)
+        common.vector_specs[trait] = spec
+
+
+def check_train_config(common: Common) -> Any:
+    """The training config with the experiment's overrides, validated (data is filled in per dataset)."""
+    from pvdata.training.config import build_config
+
+    path = common.train_config_path()
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"--train-config {path}: no such file")
+    return build_config(path, _train_overrides(common, "placeholder.jsonl", "placeholder", None, None))
+
+
+def _train_overrides(
+    common: Common, data: str, trait: str, vector_id: str | None, out: str | None
+) -> dict[str, Any]:
+    return {
+        "--model": common.model,
+        "--data": data,
+        "--out": out,
+        "--monitor": trait,
+        "--monitor-vector": vector_id,
+        "--monitor-layer": common.layer,
+        "--max-steps": common.max_steps,
+        "--dtype": None if common.dtype == "auto" else common.dtype,
+        "--device": None if common.device == "auto" else common.device,
+    }
+
+
+@dataclass
+class PoolScores:
+    """Per-sample scores of one screen: method -> sample_id -> score (raw: the answer's projection)."""
+
+    screen_run_id: str
+    scores: dict[str, dict[str, float]]
+    vector_id: str
+
+    def mean(self, method: str, records: Sequence[dict[str, Any]]) -> float | None:
+        """Mean over records (duplicates count, as the paper's mean over a training set)."""
+        from pvdata.samples.records import parse_record
+
+        values = []
+        for r in records:
+            prompt, answer = parse_record(r)
+            from pvdata.samples.dataset import sample_id_of
+
+            score = self.scores[method].get(sample_id_of(prompt, answer))
+            if score is None:
+                return None  # an unscored sample: no honest dataset mean
+            values.append(score)
+        return sum(values) / len(values) if values else None
+
+    def score_of(self, method: str, record: dict[str, Any]) -> float | None:
+        from pvdata.samples.dataset import sample_id_of
+        from pvdata.samples.records import parse_record
+
+        prompt, answer = parse_record(record)
+        return self.scores[method].get(sample_id_of(prompt, answer))
+
+
+def screen_pool(
+    common: Common, trait: str, pool: Path, warehouse: str, out: Path, lm: Any, log: Log
+) -> PoolScores:
+    """Screen every sample of the pool file with all three methods at the experiment's layer."""
+    from pvdata.pipelines.screen import DEFAULT_MAX_NEW_TOKENS, ScreenConfig, run_screen
+    from pvdata.warehouse import Warehouse
+
+    vector = common.vectors[trait]
+    cfg = ScreenConfig(
+        dataset=str(pool),
+        model=common.model,
+        traits=[trait],
+        vectors=[common.vector_specs[trait]],
+        layers=[common.layer],
+        methods=list(METHODS),
+        max_new_tokens=common.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+        seed=common.seed,
+        dtype=common.dtype,
+        device=common.device,
+    )
+    result = run_screen(cfg, warehouse, out=str(out), log=log, lm=lm)
+    table = Warehouse(warehouse).read_run_table(
+        "screenings", result.run_id, ["sample_id", "method", "layer", "score", "proj_train"]
+    )
+    scores: dict[str, dict[str, float]] = {m: {} for m in METHODS}
+    for sid, method, layer, score, proj in zip(
+        *(table.column(c).to_pylist() for c in ("sample_id", "method", "layer", "score", "proj_train")),
+        strict=True,
+    ):
+        if layer == common.layer and score is not None:
+            scores[method][sid] = float(score if method != "raw" else proj)
+    return PoolScores(result.run_id, scores, vector.vector_id)
+
+
+@dataclass
+class Trained:
+    train_run_id: str
+    adapter: str | None
+    shift: float | None
+    judged_score: float | None = None
+    evaluate_run_id: str | None = None
+
+
+def finetune(common: Common, trait: str, data: Path, adapter_dir: Path, warehouse: str, log: Log) -> Trained:
+    """LoRA-finetune on one dataset with the fixed budget; the shift at the experiment's layer."""
+    from pvdata.training.config import build_config
+    from pvdata.training.pipeline import run_train
+
+    cfg = build_config(
+        common.train_config_path(),
+        _train_overrides(common, str(data), trait, common.vector_specs[trait], str(adapter_dir)),
+    )
+    result = run_train(cfg, warehouse, log=log, progress=False)
+    shift = result.stats.get("shift")
+    trained = Trained(
+        result.run_id,
+        str(result.adapter) if result.adapter else None,
+        None if shift is None else float(shift),
+    )
+    if common.judge != "none" and trained.adapter is not None:
+        trained.judged_score, trained.evaluate_run_id = judged_score(
+            common, trait, trained.adapter, warehouse, log
+        )
+    return trained
+
+
+def judged_score(
+    common: Common, trait: str, adapter: str, warehouse: str, log: Log
+) -> tuple[float | None, str]:
+    """The judged trait score of the finetuned model's answers to the trait's eval questions."""
+    from pvdata.pipelines.evaluate import EvaluateConfig, run_evaluate
+
+    cfg = EvaluateConfig(
+        trait=trait,
+        model=common.model,
+        adapter=adapter,
+        judge=common.judge,
+        questions=common.eval_questions,
+        n_per_question=common.eval_n_per_question,
+        max_new_tokens=common.eval_max_new_tokens,
+        seed=common.seed,
+        dtype=common.dtype,
+        device=common.device,
+    )
+    result = run_evaluate(cfg, warehouse, log=log)
+    cell = result.cells[0] if result.cells else None
+    return (None if cell is None else cell.trait_mean), result.run_id
+
+
+def load_screen_model(common: Common) -> Any:
+    from pvdata.models import load_model
+
+    return load_model(common.model, dtype=common.dtype, device=common.device)
