@@ -190,6 +190,14 @@ def test_shift_prediction_end_to_end_and_resume(
     stats = _sql(wh, "SELECT n_datasets FROM experiment_stats WHERE x = 'projection_difference_exact'")
     assert stats and stats[0][0] == 4
     run_id = summary["run_id"]
+    from pvdata.warehouse import connect, load_query
+
+    cur = connect(str(wh)).execute(load_query("shift_prediction"))
+    cols = [d[0] for d in cur.description]
+    rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    assert len(rows) == 4 and {r["n_datasets"] for r in rows} == {4}
+    assert rows[0]["r_exact"] == pytest.approx(np.corrcoef(xs, ys)[0, 1])
+    assert summary["evil"]["pearson"] == pytest.approx(rows[0]["r_exact"])
     capsys.readouterr()
 
     assert main(argv) == 0  # a rerun skips every finished run and gives the same summary

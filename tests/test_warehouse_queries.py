@@ -30,7 +30,13 @@ def _records(con, sql):
 
 def test_repo_queries_are_identical_to_the_package_copies():
     names = set(query_names())
-    assert names == {"projection_vs_score", "steering_sweep", "screening_summary", "run_lineage"}
+    assert names == {
+        "projection_vs_score",
+        "steering_sweep",
+        "screening_summary",
+        "run_lineage",
+        "shift_prediction",
+    }
     assert {p.stem for p in REPO_QUERIES.glob("*.sql")} == names
     for name in names:
         assert (REPO_QUERIES / f"{name}.sql").read_text() == load_query(name), name
