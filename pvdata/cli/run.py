@@ -41,10 +41,19 @@ def _set_fields(config: object) -> dict[str, object]:
     """The fields that differ from their defaults (what the file actually sets)."""
     import dataclasses
 
+    from pvdata.experiments.step import ExperimentStep
     from pvdata.pipelines.spec import ScreenStep
 
     if isinstance(config, ScreenStep):
         return {**_set_fields(config.config), **({"out": config.out} if config.out else {})}
+    if isinstance(config, ExperimentStep):  # the experiment's own fields, then the shared ones flattened
+        inner = {k: v for k, v in _set_fields(config.config).items() if k != "common"}
+        return {
+            "experiment": config.experiment,
+            **inner,
+            **_set_fields(config.config.common),
+            **({"out": config.out} if config.out else {}),
+        }
     dump = getattr(config, "model_dump", None)
     if dump is not None:  # pydantic (training): the non-default fields, nested sections flattened
         flat: dict[str, object] = {}

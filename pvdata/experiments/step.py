@@ -75,10 +75,13 @@ def check(step: ExperimentStep, refs: dict[str, str]) -> None:
     for trait in traits:
         load_trait(trait)
     if step.experiment == "shift_prediction":
-        sets.check_fractions(cfg.fractions)
+        for trait in traits:  # the data pair line by line and fits the fractions
+            pairs = sets.load_set(trait, cfg.trait_data, cfg.normal_data, cfg.subtle_data, subtle=cfg.subtle)
+            sets.check_fractions(cfg.fractions, pairs.n)
     else:
         sets.check_fractions([cfg.contamination], what="contamination")
-        sets.check_fractions(cfg.drops, what="drops")
+        pairs = sets.load_set(cfg.trait, cfg.trait_data, cfg.normal_data, subtle=False)
+        sets.check_fractions(cfg.drops, pairs.n, what="drops")
     if cfg.common.train_config is not None and not Path(cfg.common.train_config).is_file():
         raise ConfigError(f"train_config {cfg.common.train_config} does not exist")
     check_train_config(cfg.common)
