@@ -167,6 +167,8 @@ def test_shift_prediction_end_to_end_and_resume(
         "experiment",
         "shift-prediction",
         *_argv(inputs, wh, out, "--fractions", "0,0.5,1", "--subtle-data", str(inputs["subtle"])),
+        "--screen-layers",
+        "1",
     ]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -189,6 +191,11 @@ def test_shift_prediction_end_to_end_and_resume(
     assert len(parents) == 1 and all(p[2] in parents[0][0] for p in points)
     stats = _sql(wh, "SELECT n_datasets FROM experiment_stats WHERE x = 'projection_difference_exact'")
     assert stats and stats[0][0] == 4
+    sep = summary["separation"]["evil"]
+    assert set(sep["auroc"]) == {"exact", "prompt_last_approx", "raw"}
+    # trait and normal answers of a prompt share its base answer: within a prompt exact ranks as raw does
+    assert sep["within_prompt_win_rate"]["exact"] == sep["within_prompt_win_rate"]["raw"]
+    assert sep["sd_proj_base"] >= 0 and "1" in sep["auroc"]["raw"]  # --screen-layers 1 added layer 1
     run_id = summary["run_id"]
     from pvdata.warehouse import connect, load_query
 

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pvdata.cli.options import add_warehouse_option, warehouse_root
+from pvdata.cli.options import add_warehouse_option, parse_int_list, warehouse_root
 from pvdata.experiments.report import summary_lines
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +51,11 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-n-per-question", type=int, default=1, help="judged answers per eval question")
     p.add_argument("--eval-max-new-tokens", type=int, default=64, help="length of the judged answers")
     p.add_argument("--max-new-tokens", type=int, default=None, help="base answers of the exact method")
+    p.add_argument(
+        "--screen-layers",
+        default=None,
+        help="more layers to screen for the separation table, e.g. 10,20,23 (the shift uses --layer)",
+    )
     p.add_argument("--seed", type=int, default=0, help="mixing, training and bootstrap seed")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
@@ -128,6 +133,9 @@ def _common(args: argparse.Namespace) -> Any:
         eval_max_new_tokens=args.eval_max_new_tokens,
         bootstrap=args.bootstrap,
         max_steps=args.max_steps,
+        screen_layers=parse_int_list(args.screen_layers, what="--screen-layers")
+        if args.screen_layers
+        else [],
         vector_args=[v.strip() for value in args.vector for v in value.split(",") if v.strip()],
     )
 

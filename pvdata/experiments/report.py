@@ -29,6 +29,10 @@ def summary_lines(summary: dict[str, Any], out: Path) -> list[str]:
                 f"{key}: pearson {_num(value['pearson'])}, spearman {_num(value['spearman'])} "
                 f"[{_num(lo)}, {_num(hi)}] over {value['n_datasets']} datasets"
             )
+    for trait, sep in (summary.get("separation") or {}).items():
+        for method, by_layer in sep["auroc"].items():
+            cells = ", ".join(f"L{layer} {v:.3f}" for layer, v in by_layer.items())
+            add(f"{trait} {method}: AUROC trait vs normal {cells}")
     if "filter" in summary:
         table = summary["filter"]
         add(f"unfiltered shift {_num(table['unfiltered_shift'])}, clean shift {_num(table['clean_shift'])}")

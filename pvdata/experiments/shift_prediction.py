@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pvdata.experiments import sets as sets_mod
+from pvdata.experiments.separation import separation
 from pvdata.experiments.stats import correlation_row
 from pvdata.experiments.steps import (
     Common,
@@ -72,6 +73,7 @@ def experiment_config(cfg: ShiftPredictionConfig, sets: dict[str, sets_mod.Paire
         "judge": c.judge,
         "seed": c.seed,
         "max_new_tokens": c.max_new_tokens,
+        "screen_layers": sorted(set(c.screen_layers)),
         "dtype": c.dtype,
     }
 
@@ -150,6 +152,7 @@ def run(plan_: Plan, warehouse: str, *, log: Log = stderr) -> dict[str, Any]:
     cfg, common, out = plan_.cfg, plan_.cfg.common, plan_.out
     points: list[dict[str, Any]] = []
     children: list[str] = []
+    separations: dict[str, Any] = {}
     lm = None
     try:
         for trait in cfg.traits:
@@ -166,6 +169,7 @@ def run(plan_: Plan, warehouse: str, *, log: Log = stderr) -> dict[str, Any]:
                 lm = load_screen_model(common)
             scores = screen_pool(common, trait, pool, warehouse, out / "screens" / trait, lm, log)
             children.append(scores.screen_run_id)
+            separations[trait] = separation(plan_.sets[trait], scores)
             for d in datasets:
                 log(
                     f"== {trait}: finetuning on {d['dataset']} "
@@ -179,7 +183,8 @@ def run(plan_: Plan, warehouse: str, *, log: Log = stderr) -> dict[str, Any]:
     finally:
         del lm
     stats = correlations(points, common)
-    summary = write_results(plan_, warehouse, points, stats, children, "shift_prediction")
+    extra = {"separation": separations}
+    summary = write_results(plan_, warehouse, points, stats, children, "shift_prediction", extra)
     return summary
 
 

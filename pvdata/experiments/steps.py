@@ -42,6 +42,7 @@ class Common:
     eval_n_per_question: int = 1
     eval_max_new_tokens: int = 64
     bootstrap: int = 2000
+    screen_layers: list[int] = field(default_factory=list)  # also screened, for the separation table
     max_steps: int | None = None  # overrides the training config's budget (tests, quick looks)
     vector_args: list[str] = field(default_factory=list)  # --vector files or warehouse ids
     vectors: dict[str, Any] = field(default_factory=dict)  # trait -> PersonaVector (resolve_vectors)
@@ -64,13 +65,13 @@ def resolve_vectors(warehouse: str, common: Common, traits: Sequence[str]) -> No
         model=common.model,
         traits=list(traits),
         vectors=list(common.vector_args),
-        layers=[common.layer],
+        layers=[common.layer, *common.screen_layers],
     )
     vectors, _ = screen_vectors(wh, cfg)
     for trait, vector in vectors.items():
-        if common.layer < 1:
+        if min(cfg.layers) < 1:
             raise ConfigError(
-                f"--layer {common.layer} is out of range: valid layers are 1..{vector.n_layers}"
+                f"--layer {min(cfg.layers)} is out of range: valid layers are 1..{vector.n_layers}"
             )
         choose_layers(wh, cfg, vector)
         common.vectors[trait] = vector
@@ -109,49 +110,51 @@ def _train_overrides(
 
 @dataclass
 class PoolScores:
-    """Per-sample scores of one screen: method -> sample_id -> score (raw: the answer's projection)."""
+    """Per-sample scores of one screen: (method, layer) -> sample_id -> score (raw: the answer's
+    projection), plus the base answers' projections (exact) for the noise analysis."""
 
     screen_run_id: str
-    scores: dict[str, dict[str, float]]
+    layer: int
+    scores: dict[tuple[str, int], dict[str, float]]
+    proj_base: dict[int, dict[str, float]]
     vector_id: str
 
-    def mean(self, method: str, records: Sequence[dict[str, Any]]) -> float | None:
-        """Mean over records (duplicates count, as the paper's mean over a training set)."""
-        from pvdata.samples.records import parse_record
+    @property
+    def layers(self) -> list[int]:
+        return sorted({layer for _, layer in self.scores})
 
-        values = []
-        for r in records:
-            prompt, answer = parse_record(r)
-            from pvdata.samples.dataset import sample_id_of
-
-            score = self.scores[method].get(sample_id_of(prompt, answer))
-            if score is None:
-                return None  # an unscored sample: no honest dataset mean
-            values.append(score)
-        return sum(values) / len(values) if values else None
-
-    def score_of(self, method: str, record: dict[str, Any]) -> float | None:
+    def score_of(self, method: str, record: dict[str, Any], layer: int | None = None) -> float | None:
         from pvdata.samples.dataset import sample_id_of
         from pvdata.samples.records import parse_record
 
         prompt, answer = parse_record(record)
-        return self.scores[method].get(sample_id_of(prompt, answer))
+        return self.scores[(method, self.layer if layer is None else layer)].get(sample_id_of(prompt, answer))
+
+    def mean(self, method: str, records: Sequence[dict[str, Any]], layer: int | None = None) -> float | None:
+        """Mean over records (duplicates count, as the paper's mean over a training set); None when a
+        sample was not scored (no honest dataset mean then)."""
+        values = [self.score_of(method, r, layer) for r in records]
+        if not values or any(v is None for v in values):
+            return None
+        return sum(v for v in values if v is not None) / len(values)
 
 
 def screen_pool(
     common: Common, trait: str, pool: Path, warehouse: str, out: Path, lm: Any, log: Log
 ) -> PoolScores:
-    """Screen every sample of the pool file with all three methods at the experiment's layer."""
+    """Screen every sample of the pool file with all three methods at the experiment's layer (and the
+    extra --screen-layers, for the separation analysis)."""
     from pvdata.pipelines.screen import DEFAULT_MAX_NEW_TOKENS, ScreenConfig, run_screen
     from pvdata.warehouse import Warehouse
 
     vector = common.vectors[trait]
+    layers = sorted({common.layer, *common.screen_layers})
     cfg = ScreenConfig(
         dataset=str(pool),
         model=common.model,
         traits=[trait],
         vectors=[common.vector_specs[trait]],
-        layers=[common.layer],
+        layers=layers,
         methods=list(METHODS),
         max_new_tokens=common.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
         seed=common.seed,
@@ -159,17 +162,19 @@ def screen_pool(
         device=common.device,
     )
     result = run_screen(cfg, warehouse, out=str(out), log=log, lm=lm)
-    table = Warehouse(warehouse).read_run_table(
-        "screenings", result.run_id, ["sample_id", "method", "layer", "score", "proj_train"]
-    )
-    scores: dict[str, dict[str, float]] = {m: {} for m in METHODS}
-    for sid, method, layer, score, proj in zip(
-        *(table.column(c).to_pylist() for c in ("sample_id", "method", "layer", "score", "proj_train")),
-        strict=True,
+    columns = ["sample_id", "method", "layer", "score", "proj_train", "proj_base"]
+    table = Warehouse(warehouse).read_run_table("screenings", result.run_id, columns)
+    scores: dict[tuple[str, int], dict[str, float]] = {(m, layer): {} for m in METHODS for layer in layers}
+    proj_base: dict[int, dict[str, float]] = {layer: {} for layer in layers}
+    for sid, method, layer, score, proj, base in zip(
+        *(table.column(c).to_pylist() for c in columns), strict=True
     ):
-        if layer == common.layer and score is not None:
-            scores[method][sid] = float(score if method != "raw" else proj)
-    return PoolScores(result.run_id, scores, vector.vector_id)
+        if score is None:
+            continue
+        scores[(method, layer)][sid] = float(proj if method == "raw" else score)
+        if method == "exact" and base is not None:
+            proj_base[layer][sid] = float(base)
+    return PoolScores(result.run_id, common.layer, scores, proj_base, vector.vector_id)
 
 
 @dataclass
