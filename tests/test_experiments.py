@@ -178,7 +178,12 @@ def test_shift_prediction_end_to_end_and_resume(
     assert names == ["evil-f0", "evil-f0.5", "evil-f1", "evil-subtle"]
     assert [d["n_trait"] for d in summary["datasets"]] == [0, 4, 8, 8]
     for d in summary["datasets"]:
-        assert set(d) >= {"projection_difference_exact", "projection_difference_approx", "shift", "judged_score"}
+        assert set(d) >= {
+            "projection_difference_exact",
+            "projection_difference_approx",
+            "shift",
+            "judged_score",
+        }
         assert d["shift"] is not None and d["projection_difference_exact"] is not None
     xs = [d["projection_difference_exact"] for d in summary["datasets"]]
     ys = [d["shift"] for d in summary["datasets"]]

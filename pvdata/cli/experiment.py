@@ -52,6 +52,9 @@ def _common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-max-new-tokens", type=int, default=64, help="length of the judged answers")
     p.add_argument("--max-new-tokens", type=int, default=None, help="base answers of the exact method")
     p.add_argument(
+        "--base-samples", type=int, default=1, metavar="K", help="exact: mean of K sampled base answers"
+    )
+    p.add_argument(
         "--screen-layers",
         default=None,
         help="more layers to screen for the separation table, e.g. 10,20,23 (the shift uses --layer)",
@@ -127,6 +130,7 @@ def _common(args: argparse.Namespace) -> Any:
         judge=args.judge,
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,
+        base_samples=args.base_samples,
         dtype=args.dtype,
         device=args.device,
         eval_n_per_question=args.eval_n_per_question,

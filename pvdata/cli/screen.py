@@ -76,6 +76,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-invalid", action="store_true", help="screen the valid records, record the others")
     p.add_argument("--backend", default="hf", help="base answers for exact: hf | vllm | openai:MODEL")
     p.add_argument("--max-new-tokens", type=int, default=256, help="length limit of the base answers")
+    p.add_argument(
+        "--base-samples",
+        type=int,
+        default=1,
+        metavar="K",
+        help="exact: subtract the mean projection of K base answers sampled at temperature 1 (default 1: "
+        "the one greedy answer of the paper)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--format", default=None, help="jsonl | csv | parquet | hf (default: from the name)")
     p.add_argument("--prompt-column", default="prompt")
@@ -111,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         backend=args.backend,
         max_new_tokens=args.max_new_tokens,
+        base_samples=args.base_samples,
         seed=args.seed,
         skip_invalid=args.skip_invalid,
         format=args.format,

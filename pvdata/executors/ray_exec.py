@@ -207,6 +207,7 @@ def encode_score_inputs(samples: Sequence[Any]) -> pa.Table:
             "answer": [s.answer for s in samples],
             "base_answer": pa.array([s.base_answer for s in samples], pa.string()),
             "base_id": pa.array([s.base_id for s in samples], pa.string()),
+            "more_bases": pa.array([json.dumps(list(s.more_bases)) for s in samples], pa.string()),
         }
     )
 
@@ -216,13 +217,21 @@ def decode_score_inputs(batch: pa.Table) -> list[Any]:
 
     cols = {name: batch.column(name).to_pylist() for name in batch.column_names}
     return [
-        ScoreInput(sid, tuple(dict(m) for m in json.loads(prompt)), answer, base, bid)
-        for sid, prompt, answer, base, bid in zip(
+        ScoreInput(
+            sid,
+            tuple(dict(m) for m in json.loads(prompt)),
+            answer,
+            base,
+            bid,
+            tuple((str(g), str(a)) for g, a in json.loads(more or "[]")),
+        )
+        for sid, prompt, answer, base, bid, more in zip(
             cols["sample_id"],
             cols["prompt"],
             cols["answer"],
             cols["base_answer"],
             cols["base_id"],
+            cols["more_bases"],
             strict=True,
         )
     ]
@@ -234,8 +243,8 @@ def encode_scored(samples: Sequence[Any], batch: Any) -> pa.Table:
     owner: dict[str, int] = {}
     for i, s in enumerate(samples):
         owner.setdefault(s.sample_id, i)
-        if s.base_id is not None:
-            owner.setdefault(str(s.base_id), i)
+        for base_id, _ in s.bases:
+            owner.setdefault(base_id, i)
     proj: list[list[dict[str, Any]]] = [[] for _ in samples]
     scores: list[list[dict[str, Any]]] = [[] for _ in samples]
     errors: list[list[dict[str, Any]]] = [[] for _ in samples]

@@ -94,6 +94,7 @@ def plan(cfg: FilterConfig, warehouse: str, out: str | None = None) -> FilterPla
         "judge": c.judge,
         "seed": c.seed,
         "max_new_tokens": c.max_new_tokens,
+        "base_samples": c.base_samples,
         "dtype": c.dtype,
     }
     folder = (

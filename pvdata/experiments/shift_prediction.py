@@ -73,6 +73,7 @@ def experiment_config(cfg: ShiftPredictionConfig, sets: dict[str, sets_mod.Paire
         "judge": c.judge,
         "seed": c.seed,
         "max_new_tokens": c.max_new_tokens,
+        "base_samples": c.base_samples,
         "screen_layers": sorted(set(c.screen_layers)),
         "dtype": c.dtype,
     }

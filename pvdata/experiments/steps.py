@@ -36,6 +36,7 @@ class Common:
     judge: str = "none"
     seed: int = 0
     max_new_tokens: int | None = None  # base answers of the exact method (default: pvdata screen's)
+    base_samples: int = 1  # exact: mean projection of K sampled base answers (1 = greedy, the paper)
     dtype: str = "auto"
     device: str = "auto"
     eval_questions: int = 20
@@ -157,6 +158,7 @@ def screen_pool(
         layers=layers,
         methods=list(METHODS),
         max_new_tokens=common.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+        base_samples=common.base_samples,
         seed=common.seed,
         dtype=common.dtype,
         device=common.device,

@@ -59,6 +59,7 @@ class ScreenConfig:
     top_k: int | None = None
     backend: str = "hf"  # base answers for exact: hf | vllm | openai:MODEL
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    base_samples: int = 1  # exact: > 1 subtracts the mean projection of K sampled base answers
     seed: int = 0
     skip_invalid: bool = False
     format: str | None = None
@@ -105,6 +106,8 @@ class ScreenConfig:
             raise ConfigError(f"--chunk-size {self.chunk_size} must be >= 1")
         if self.max_new_tokens < 1:
             raise ConfigError(f"--max-new-tokens {self.max_new_tokens} must be >= 1")
+        if isinstance(self.base_samples, bool) or self.base_samples < 1:
+            raise ConfigError(f"--base-samples {self.base_samples} must be >= 1 (1 = the greedy answer)")
         if not self.traits and not self.vectors:
             raise ConfigError("give --trait T (the warehouse's latest vector of T) or --vector FILE")
 
@@ -472,7 +475,11 @@ def _note_resume(run: Any, log: Log) -> None:
 def _sampling(cfg: ScreenConfig) -> Any:
     from pvdata.generation.base import SamplingParams
 
-    return SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    # one greedy answer (the paper), or K answers sampled at temperature 1 (seeded per sample)
+    k = cfg.base_samples
+    return SamplingParams(
+        n=k, temperature=None if k > 1 else 0.0, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed
+    )
 
 
 def _prompts(data: Any) -> list[Any]:
@@ -550,15 +557,16 @@ def _make_backend(cfg: ScreenConfig, model: _LazyModel) -> Any:
     return model.executor().generation_backend(GenerateJob(cfg.backend, cfg.token_budget, cfg.dtype))
 
 
-def _base_answers(wh: Any, base_run: str | None) -> dict[str, tuple[str, str]]:
-    """prompt_id -> (generation_id, answer) of a base-answer run."""
+def _base_answers(wh: Any, base_run: str | None) -> dict[str, list[tuple[str, str]]]:
+    """prompt_id -> [(generation_id, answer)] of a base-answer run, in sample order (one when greedy)."""
     if base_run is None:
         return {}
-    table = _run_rows(wh, "generations", base_run, ["question_id", "generation_id", "answer"])
-    return {
-        q: (g, a)
-        for q, g, a in zip(*(table[c] for c in ("question_id", "generation_id", "answer")), strict=True)
-    }
+    columns = ["question_id", "sample_index", "generation_id", "answer"]
+    table = _run_rows(wh, "generations", base_run, columns)
+    out: dict[str, list[tuple[int, str, str]]] = {}
+    for q, i, g, a in zip(*(table[c] for c in columns), strict=True):
+        out.setdefault(q, []).append((int(i or 0), g, a))
+    return {q: [(g, a) for _, g, a in sorted(rows)] for q, rows in out.items()}
 
 
 def _run_rows(wh: Any, table: str, run_id: str, columns: list[str]) -> dict[str, list[Any]]:
@@ -567,13 +575,14 @@ def _run_rows(wh: Any, table: str, run_id: str, columns: list[str]) -> dict[str,
     return {c: t.column(c).to_pylist() for c in columns}
 
 
-def _score_inputs(data: Any, base: dict[str, tuple[str, str]]) -> list[Any]:
+def _score_inputs(data: Any, base: dict[str, list[tuple[str, str]]]) -> list[Any]:
     from pvdata.screening.scoring import ScoreInput
 
     inputs = []
     for s in data.samples:
-        gid, answer = base.get(s.prompt_id, (None, None))
-        inputs.append(ScoreInput(s.sample_id, tuple(s.prompt), s.answer, answer, gid))
+        answers = base.get(s.prompt_id) or []
+        gid, answer = answers[0] if answers else (None, None)
+        inputs.append(ScoreInput(s.sample_id, tuple(s.prompt), s.answer, answer, gid, tuple(answers[1:])))
     return inputs
 
 

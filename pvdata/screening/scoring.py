@@ -36,6 +36,16 @@ class ScoreInput:
     answer: str
     base_answer: str | None = None
     base_id: str | None = None  # generations.generation_id of the base answer
+    # --base-samples K > 1: the other K - 1 sampled base answers as (generation_id, answer); exact then
+    # subtracts the mean projection of all K
+    more_bases: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def bases(self) -> list[tuple[str, str]]:
+        """Every base answer (generation_id, text): the first, then the extra samples."""
+        if self.base_id is None or self.base_answer is None:
+            return []
+        return [(self.base_id, self.base_answer), *self.more_bases]
 
 
 @dataclass
@@ -112,12 +122,12 @@ def score_batch(
         sources.append(s.sample_id)
         kinds.append(SAMPLE_KINDS)
         encoded.append((ids, encode_answer(tok, s.answer)))
-        has_base = s.base_id is not None and s.base_answer is not None
-        if "exact" in methods and has_base and s.base_id not in seen_base:
-            seen_base.add(str(s.base_id))
-            sources.append(str(s.base_id))
-            kinds.append(BASE_KINDS)
-            encoded.append((ids, encode_answer(tok, str(s.base_answer))))
+        for base_id, base_answer in s.bases if "exact" in methods else []:
+            if base_id not in seen_base:
+                seen_base.add(base_id)
+                sources.append(base_id)
+                kinds.append(BASE_KINDS)
+                encoded.append((ids, encode_answer(tok, base_answer)))
     out = ScoredBatch()
     if not encoded:
         return out
@@ -185,12 +195,17 @@ def scores_from_projections(
                     if base is None and error is None:
                         error = "no prompt_last projection"
                 elif method == "exact":
-                    if s.base_id is None or s.base_answer is None:
+                    if not s.bases:
                         error = error or "no base answer (the base generation did not produce one)"
                     else:
-                        base = values.get((s.base_id, vid, layer, "proj"))
-                        if base is None and error is None:
-                            why = errors.get(s.base_id)
+                        got = [values.get((gid, vid, layer, "proj")) for gid, _ in s.bases]
+                        missing = next(
+                            (gid for (gid, _), v in zip(s.bases, got, strict=True) if v is None), None
+                        )
+                        if missing is None:
+                            base = sum(v for v in got if v is not None) / len(got)
+                        elif error is None:
+                            why = errors.get(missing)
                             error = f"base answer: {why}" if why else "no projection of the base answer"
                 score: float | None = None
                 if error is None and train is not None:
