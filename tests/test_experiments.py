@@ -351,3 +351,55 @@ def test_pipeline_file_runs_the_experiment_step(tmp_path: Path, inputs: dict[str
     bad.write_text(spec.read_text().replace("fractions: [0, 1]", "fractions: [0, 2]"))
     with pytest.raises(Exception, match="outside"):
         load_pipeline(bad)
+
+
+def test_diagnose_fits_the_data_vector_on_one_half_and_scores_the_other(
+    tmp_path: Path, inputs: dict[str, Path], tiny_llama: Any
+) -> None:
+    from pvdata.activations import capture_activations
+    from pvdata.experiments.diagnose import _conversations, diagnose
+    from pvdata.metrics import auroc
+
+    pairs = sets.load_set("evil", str(inputs["trait"]), str(inputs["normal"]))
+    vector = PersonaVector.load(inputs["vector"])
+    table = diagnose(tiny_llama, pairs, vector, [2], seed=5)
+    row = table["layers"]["2"]
+    # independent recomputation of one direction: fit on the first half, score on the second
+    order = list(range(pairs.n))
+    import random
+
+    random.Random(5).shuffle(order)
+    fit, test = sorted(order[:4]), sorted(order[4:])
+
+    def acts(records: Any, idx: list[int]) -> torch.Tensor:
+        got = capture_activations(
+            tiny_llama, _conversations(records, idx), layers=[2], poolings=["response_avg"]
+        )
+        return got.get("response_avg", 2).double()
+
+    def one_way(a: list[int], b: list[int]) -> tuple[float, float]:
+        d = acts(pairs.trait_records, a).mean(0) - acts(pairs.normal_records, a).mean(0)
+        d = d / d.norm()
+        score = auroc(
+            (acts(pairs.trait_records, b) @ d).tolist(), (acts(pairs.normal_records, b) @ d).tolist()
+        )
+        return score, float(d @ vector.unit(2).double())
+
+    (a1, c1), (a2, c2) = one_way(fit, test), one_way(test, fit)
+    assert row["data_vector_auroc"] == pytest.approx((a1 + a2) / 2, abs=1e-9)
+    assert row["cosine"] == pytest.approx((c1 + c2) / 2, abs=1e-6)
+    assert 0.0 <= row["extracted_auroc"] <= 1.0
+
+
+def test_diagnose_cli_prints_the_table(
+    tmp_path: Path, inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pvdata.cli.main import main
+
+    argv = ["experiment", "diagnose", "--model", "tiny-random-llama", "--trait", "evil", "--layers", "1,2"]
+    argv += ["--vector", str(inputs["vector"]), "--trait-data", str(inputs["trait"])]
+    argv += ["--normal-data", str(inputs["normal"]), "--device", "cpu", "--out", str(tmp_path / "d.json")]
+    argv += ["--warehouse", str(tmp_path / "wh")]
+    assert main(argv) == 0
+    assert "data-vector AUROC" in capsys.readouterr().out
+    assert set(json.loads((tmp_path / "d.json").read_text())["layers"]) == {"1", "2"}

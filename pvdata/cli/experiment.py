@@ -114,6 +114,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     fp.add_argument("--methods", default="exact,prompt_last_approx,raw", help="scores that choose the drop")
     fp.add_argument("--random-seeds", default="0,1,2", help="seeds of the random drops (default 0,1,2)")
     fp.set_defaults(func=_run_filter)
+    dp = which.add_parser(
+        "diagnose",
+        help="is the extraction or the model the limit? the extracted vector vs a vector fit on the data",
+        description="Per layer, the AUROC (trait vs normal answers of a paired set) of the trait's "
+        "extracted vector and of a mean-difference vector fit on half of the pairs, both scored on the "
+        "held-out half, and the cosine between them. Reads the warehouse, writes nothing there.",
+    )
+    dp.add_argument("--model", required=True, help="alias, folder or hub id")
+    dp.add_argument(
+        "--trait", required=True, help="trait with a shipped set, or give --trait-data/--normal-data"
+    )
+    dp.add_argument("--layers", required=True, help="layers, e.g. 10,15,20,23")
+    dp.add_argument("--vector", action="append", default=[], metavar="FILE|ID", help="default: the latest")
+    dp.add_argument("--trait-data", default=None, help="your own trait answers (JSONL messages)")
+    dp.add_argument("--normal-data", default=None, help="the same prompts answered normally")
+    dp.add_argument("--seed", type=int, default=0, help="which pairs go in which half")
+    dp.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    dp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    dp.add_argument("--out", default=None, metavar="FILE", help="also write the table as JSON")
+    add_warehouse_option(dp)
+    dp.set_defaults(func=_run_diagnose)
 
 
 def _common(args: argparse.Namespace) -> Any:
@@ -180,4 +201,32 @@ def _run_filter(args: argparse.Namespace) -> int:
     plan = filtering.plan(cfg, root, args.out)
     summary = filtering.run(plan, root)
     print("\n".join(summary_lines(summary, plan.out)))
+    return 0
+
+
+def _run_diagnose(args: argparse.Namespace) -> int:
+    from pvdata.experiments import sets
+    from pvdata.experiments.diagnose import diagnose
+    from pvdata.experiments.steps import Common, load_screen_model, resolve_vectors
+
+    layers = parse_int_list(args.layers, what="--layers")
+    common = Common(
+        model=args.model, layer=layers[0], screen_layers=layers[1:], dtype=args.dtype, device=args.device
+    )
+    common.vector_args = [v for value in args.vector for v in value.split(",") if v]
+    pairs = sets.load_set(args.trait, args.trait_data, args.normal_data, subtle=False)
+    resolve_vectors(warehouse_root(args.warehouse), common, [args.trait])
+    table = diagnose(load_screen_model(common), pairs, common.vectors[args.trait], layers, seed=args.seed)
+    vector = common.vectors[args.trait]
+    print(f"{args.trait} on {args.model}: vector {vector.vector_id}, {pairs.n} pairs, held-out halves")
+    print(f"{'layer':>5} {'extracted AUROC':>16} {'data-vector AUROC':>18} {'cosine':>7}")
+    for layer, row in table["layers"].items():
+        print(
+            f"{layer:>5} {row['extracted_auroc']:>16.3f} {row['data_vector_auroc']:>18.3f} "
+            f"{row['cosine']:>7.3f}"
+        )
+    if args.out:
+        import json
+
+        Path(args.out).write_text(json.dumps({"vector_id": vector.vector_id, **table}, indent=1) + "\n")
     return 0
