@@ -81,6 +81,16 @@ def test_mix_is_seeded_nested_and_counts_trait_records(tmp_path: Path) -> None:
     assert sets.mix(pairs, 0.25, seed=3) == (quarter, k)
 
 
+def test_random_drops_are_independent_of_the_mix() -> None:
+    from pvdata.experiments.filtering import random_drop
+
+    trait = set(sets.mix_indices(80, 0.5, 0))
+    for seed in (0, 1, 2):
+        dropped = random_drop(80, 40, seed, 0)
+        assert len(dropped) == 40 and 10 <= len(dropped & trait) <= 30  # hypergeometric: 20 +- 3.2
+    assert random_drop(80, 40, 0, 0) != random_drop(80, 40, 1, 0)
+
+
 def test_unpaired_files_name_file_and_line(tmp_path: Path) -> None:
     files = _pairs(tmp_path, 4, subtle=False)
     lines = files["normal"].read_text().splitlines()

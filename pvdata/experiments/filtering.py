@@ -122,9 +122,15 @@ def remainders(
             dropped = {i for _, i in ranked[:k]}
             out.append(_subset(cfg, records, is_trait, dropped, drop, method, None))
         for seed in cfg.random_seeds:
-            dropped = set(random.Random(seed).sample(range(n), k))
+            dropped = random_drop(n, k, seed, cfg.common.seed)
             out.append(_subset(cfg, records, is_trait, dropped, drop, "random", seed))
     return out
+
+
+def random_drop(n: int, k: int, seed: int, mix_seed: int) -> set[int]:
+    """k of n indices at random, from a stream independent of the mixing shuffle: seeding both with the
+    same integer would make `sample` pick exactly the positions the shuffle left normal."""
+    return set(random.Random(f"pvdata.filter.random-drop:{mix_seed}:{seed}").sample(range(n), k))
 
 
 def _subset(
