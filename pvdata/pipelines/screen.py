@@ -532,7 +532,8 @@ def _base_stage(
             log(f"[2/5] {label} base answers: {run.message}")
             return str(run.run_id)
         log(
-            f"[2/5] {label}: greedy base answers to {len(items)} distinct prompts ({run.status_before}) "
+            f"[2/5] {label}: {'greedy' if params.n == 1 else f'{params.n} sampled'} base answers to "
+            f"{len(items)} distinct prompts ({run.status_before}) "
             f"-> {run.run_id}"
         )
         gen = backend if backend is not None else _make_backend(cfg, model)
