@@ -192,9 +192,7 @@ def run(plan_: FilterPlan, warehouse: str, *, log: Log = stderr) -> dict[str, An
             f"== {cfg.trait}: finetuning on {d['dataset']} "
             f"({len(d['records'])} records, {d['n_trait']} trait)"
         )
-        trained = finetune(
-            common, cfg.trait, d["path"], out / "adapters" / cfg.trait / d["dataset"], warehouse, log
-        )
+        trained = finetune(common, cfg.trait, d["path"], out, warehouse, log)
         children += [r for r in (trained.train_run_id, trained.evaluate_run_id) if r]
         points.append(
             {

@@ -176,9 +176,7 @@ def run(plan_: Plan, warehouse: str, *, log: Log = stderr) -> dict[str, Any]:
                     f"== {trait}: finetuning on {d['dataset']} "
                     f"({d['n_trait']}/{len(d['records'])} trait records)"
                 )
-                trained = finetune(
-                    common, trait, d["path"], out / "adapters" / trait / d["dataset"], warehouse, log
-                )
+                trained = finetune(common, trait, d["path"], out, warehouse, log)
                 children += [r for r in (trained.train_run_id, trained.evaluate_run_id) if r]
                 points.append(point(d, trait, common.layer, scores, trained))
     finally:

@@ -188,10 +188,17 @@ class Trained:
     evaluate_run_id: str | None = None
 
 
-def finetune(common: Common, trait: str, data: Path, adapter_dir: Path, warehouse: str, log: Log) -> Trained:
-    """LoRA-finetune on one dataset with the fixed budget; the shift at the experiment's layer."""
+def finetune(common: Common, trait: str, data: Path, out: Path, warehouse: str, log: Log) -> Trained:
+    """LoRA-finetune on one dataset with the fixed budget; the shift at the experiment's layer.
+
+    The adapter folder is named after the dataset's content too, so a dataset that changed between two
+    runs of an experiment trains afresh instead of colliding with the old run's checkpoints.
+    """
+    from pvdata.samples.readers import content_hash
     from pvdata.training.config import build_config
     from pvdata.training.pipeline import run_train
+
+    adapter_dir = out / "adapters" / trait / f"{data.stem}-{content_hash(data)[:8]}"
 
     cfg = build_config(
         common.train_config_path(),
