@@ -142,3 +142,21 @@ def test_evaluate_cli_sweeps_with_the_latest_vector_by_default(tmp_path, capsys)
         == 2
     )
     assert "--coefs" in capsys.readouterr().err
+
+
+def test_best_layer_comes_from_positive_coefficients_only() -> None:
+    from pvdata.pipelines.evaluate import Cell, best_cell
+
+    def cell(layer: int, coef: float, trait: float, coherence: float = 90.0) -> Cell:
+        return Cell(layer, coef, f"gen-{layer}-{coef}", {}, trait_mean=trait, coherence_mean=coherence)
+
+    cells = [
+        cell(5, -2.0, 95.0),  # steering away scores high on this judge: must not pick the layer
+        cell(3, 0.0, 80.0),  # the unsteered baseline
+        cell(5, 1.0, 40.0),
+        cell(3, 1.0, 60.0),
+        cell(4, 2.0, 99.0, coherence=10.0),  # incoherent
+    ]
+    best = best_cell(cells, coherence_floor=50.0)
+    assert best is not None and (best.layer, best.coef) == (3, 1.0)
+    assert best_cell([cell(5, -1.0, 90.0), cell(5, 0.0, 90.0)], coherence_floor=50.0) is None

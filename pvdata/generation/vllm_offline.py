@@ -294,8 +294,10 @@ class VLLMBackend:
 
     def _steering_rows(self, n_layers: int) -> dict[int, Any]:
         from pvdata.steering.hooks import _unit, _vector_rows
+        from pvdata.steering.spec import steering_row
 
         rows, vector_id = _vector_rows(self.vector)
+        built = getattr(self.vector, "layers", ())
         spec = self.steering
         if spec.vector_id is None and vector_id is not None:
             from dataclasses import replace
@@ -312,7 +314,7 @@ class VLLMBackend:
         for layer in spec.layers:
             if not 1 <= layer <= n_layers:
                 raise ModelError(f"steering layer {layer} is out of range: valid layers are 1..{n_layers}")
-            row = rows[layer] - rows[layer - 1] if spec.incremental else rows[layer]
+            row = steering_row(rows, layer, spec, built)
             out[layer] = spec.coef_for(layer) * row if spec.mode == "add" else _unit(row, layer)
         return out
 

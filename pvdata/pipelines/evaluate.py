@@ -161,10 +161,7 @@ def run_evaluate(
                 cell.judge_runs[metric] = summary.run_id
         cells.append(cell)
     _summarise(wh, trait.name, cells)
-    eligible = [
-        c for c in cells if c.trait_mean is not None and (c.coherence_mean or 0) >= cfg.coherence_floor
-    ]
-    best = max(eligible, key=lambda c: c.trait_mean or 0.0) if eligible and vector is not None else None
+    best = best_cell(cells, cfg.coherence_floor) if vector is not None else None
     parents = [c.generate_run for c in cells] + [r for c in cells for r in c.judge_runs.values()]
     with wh.run(
         "evaluate", {"config": asdict(cfg)}, parent_run_ids=parents, model_id=cfg.model, force=force
@@ -172,6 +169,20 @@ def run_evaluate(
         if not run.skipped:
             run.stats.update({"cells": [asdict(c) for c in cells], "best": asdict(best) if best else None})
     return EvaluateResult(run.run_id, cells, best, run.message)
+
+
+def best_cell(cells: list[Cell], coherence_floor: float) -> Cell | None:
+    """The cell with the highest trait score among coherent ones steered towards the trait.
+
+    The paper picks the layer by steering towards the trait: a negative coefficient steers away, and
+    coef 0 is the unsteered baseline, so neither may pick a layer.
+    """
+    eligible = [
+        c
+        for c in cells
+        if (c.coef or 0) > 0 and c.trait_mean is not None and (c.coherence_mean or 0) >= coherence_floor
+    ]
+    return max(eligible, key=lambda c: c.trait_mean or 0.0) if eligible else None
 
 
 def _summarise(wh: Any, trait: str, cells: Sequence[Cell]) -> None:

@@ -34,7 +34,7 @@ import torch
 
 from pvdata.errors import ConfigError, ModelError, VectorError
 from pvdata.models.layers import LayerInfo, find_layers, hidden_size
-from pvdata.steering.spec import SteeringSpec, normalize_layers
+from pvdata.steering.spec import SteeringSpec, normalize_layers, steering_row
 
 __all__ = [
     "SteeringHandle",
@@ -282,7 +282,7 @@ def apply_spec(
         )
     used: dict[int, torch.Tensor] = {}
     for layer in spec.layers:
-        row = rows[layer] - rows[layer - 1] if spec.incremental else rows[layer]
+        row = steering_row(rows, layer, spec, getattr(vector, "layers", ()))
         if not bool(torch.isfinite(row).all()):
             raise VectorError(f"steering vector row {layer} contains NaN or inf")
         used[layer] = row

@@ -16,6 +16,11 @@ Mode = Literal["add", "ablate"]
 Positions = Literal["all", "prompt", "response"]
 
 MODES: tuple[str, ...] = ("add", "ablate")
+
+INCREMENTAL_ABLATE = (
+    "incremental steering is for mode 'add': ablation projects v_hat[l] = v[l]/|v[l]| out at each "
+    "steered layer (CAFT), and the direction of v[l] - v[l-1] is not the trait's; drop incremental"
+)
 POSITIONS: tuple[str, ...] = ("all", "prompt", "response")
 
 
@@ -93,6 +98,8 @@ class SteeringSpec:
             )
         if not isinstance(self.incremental, bool):
             raise ConfigError(f"steering incremental must be true or false, got {self.incremental!r}")
+        if self.incremental and self.mode == "ablate":
+            raise ConfigError(INCREMENTAL_ABLATE)
         if self.vector_id is not None and not isinstance(self.vector_id, str):
             raise ConfigError(f"steering vector_id must be a string or null, got {self.vector_id!r}")
 
@@ -135,3 +142,28 @@ class SteeringSpec:
             incremental=data.get("incremental", False),
             vector_id=data.get("vector_id"),
         )
+
+
+def steering_row(values: Any, layer: int, spec: SteeringSpec, built: Sequence[int] = ()) -> Any:
+    """The row that steers `layer`: v[l], or v[l] - v[l-1] when incremental (mode add only).
+
+    `built` lists the rows the vector was computed at (empty: every row counts as built). A row that was
+    never built is all zeros, so steering with it would silently do nothing (or, incremental, add the
+    whole of v[l] or -v[l-1]): that is an error naming the layers instead.
+    """
+    need = (layer - 1, layer) if spec.incremental else (layer,)
+    missing = [x for x in need if built and x not in built]
+    if missing:
+        what = "incremental steering at layer" if spec.incremental else "steering at layer"
+        raise ConfigError(
+            f"{what} {layer} needs vector rows {', '.join(map(str, need))} but row(s) "
+            f"{', '.join(map(str, missing))} were not built (built: {_span(built)}): steer layers the "
+            "vector covers, or extract it at every layer"
+        )
+    return values[layer] - values[layer - 1] if spec.incremental else values[layer]
+
+
+def _span(layers: Sequence[int]) -> str:
+    from pvdata.vectors.persona_vector import format_layers
+
+    return format_layers(layers)

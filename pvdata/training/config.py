@@ -86,6 +86,10 @@ class SteeringSettings(_Strict):
             )
         if self.mode == "ablate" and self.coef not in (None, 1.0):
             raise ValueError("ablation projects the direction out and takes no coef; remove coef")
+        if self.mode == "ablate" and self.incremental:
+            from pvdata.steering.spec import INCREMENTAL_ABLATE  # loads torch: only on this error
+
+            raise ValueError(INCREMENTAL_ABLATE)
         if isinstance(self.layers, list):
             if not self.layers:
                 raise ValueError("layers is empty: give layer numbers 1..L or 'all'")

@@ -70,6 +70,7 @@ def _vector_runs(wh: Any, vector_id: str) -> list[str]:
 
 def resolve_vectors(cfg: TrainConfig, wh: Any) -> ResolvedVectors:
     """Vectors from files or the warehouse, and the steered and monitored layers (L comes from the vector)."""
+    from pvdata.steering.spec import SteeringSpec, steering_row
     from pvdata.vectors.store import resolve_vector
 
     out = ResolvedVectors()
@@ -90,10 +91,8 @@ def resolve_vectors(cfg: TrainConfig, wh: Any) -> ResolvedVectors:
                 )
             out.steer_layers = tuple(st.layers)
         for layer in out.steer_layers:
-            if st.mode == "ablate" or not st.incremental:
-                row = out.steer.values[layer]
-            else:
-                row = out.steer.values[layer] - out.steer.values[layer - 1]
+            spec = SteeringSpec(mode=st.mode, layers=(layer,), incremental=st.incremental)
+            row = steering_row(out.steer.values, layer, spec, out.steer.layers)
             if st.mode == "ablate" and float(row.norm()) == 0.0:
                 raise ConfigError(
                     f"vector {out.steer.vector_id} has a zero row at layer {layer}: nothing to ablate"
