@@ -214,10 +214,19 @@ def test_screen_cli_end_to_end(tmp_path, vector_file, capsys):
         "flagged": len(flagged_lines), "kept": 9 - len(flagged_lines), "unscreened": 1,
     }  # fmt: skip
     assert summary["screen_run_id"] == screen_run and summary["run_ids"]["screen"] == screen_run
-    mean_exact = con.execute(
-        "SELECT avg(score) FROM screenings WHERE trait = 'evil' AND layer = 2 AND method = 'exact'"
-    ).fetchone()[0]
-    assert summary["traits"]["evil"]["mean_projection_difference"] == pytest.approx(mean_exact)
+    # the dataset-level projection difference is the paper's mean over records (the duplicate counts
+    # twice), with the mean over distinct samples beside it
+    per_record, distinct = con.execute(
+        "SELECT sum(score * n_copies) / sum(n_copies), avg(score) FROM screenings "
+        "WHERE trait = 'evil' AND layer = 2 AND method = 'exact'"
+    ).fetchone()
+    assert per_record != pytest.approx(distinct)
+    evil = summary["traits"]["evil"]
+    assert evil["mean_projection_difference"] == pytest.approx(per_record)
+    assert evil["mean_projection_difference_distinct"] == pytest.approx(distinct)
+    assert (evil["difference_method"], evil["difference_layer"]) == ("exact", 2)
+    for r in evil["results"]:
+        assert (r["projection_difference"] is None) == (r["method"] == "raw")
     assert summary["threshold"] == {"kind": "percentile", "value": 80.0}
     assert not list(out.glob(".*tmp*"))
 

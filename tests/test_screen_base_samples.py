@@ -98,3 +98,42 @@ def test_ray_encoding_keeps_the_extra_base_answers() -> None:
     s = ScoreInput("s1", ({"role": "user", "content": "q"},), "a", "b0", "g0", (("g1", "b1"), ("g2", "b2")))
     (back,) = decode_score_inputs(encode_score_inputs([s]))
     assert back == s and back.bases == [("g0", "b0"), ("g1", "b1"), ("g2", "b2")]
+
+
+def test_base_answers_cut_at_the_budget_are_marked_and_counted(
+    tmp_path: Path, tiny_llama, vector_file: str
+) -> None:
+    cfg = ScreenConfig(
+        dataset=str(_data(tmp_path / "d.jsonl")),
+        model=MODEL,
+        vectors=[vector_file],
+        layers=[2],
+        methods=["exact", "raw"],
+        max_new_tokens=3,  # a random model never ends its turn within 3 tokens
+        top_k=2,
+        device="cpu",
+    )
+    wh = str(tmp_path / "wh")
+    result = run_screen(cfg, wh, out=str(tmp_path / "out"), log=lambda _m: None, lm=tiny_llama)
+    con = connect(wh)
+    cut = con.execute(
+        "SELECT count(*) FROM generations WHERE run_id = ? AND finish_reason = 'length'",
+        [result.stage_runs["dataset_base"]],
+    ).fetchone()[0]
+    assert cut == 4
+    reasons = dict(
+        con.execute(
+            "SELECT method, list(reason) FROM screenings WHERE reason IS NOT NULL GROUP BY method"
+        ).fetchall()
+    )
+    assert reasons["exact"] and all(
+        "cut at --max-new-tokens 3 (finish_reason length)" in r for r in reasons["exact"]
+    )
+    assert not any("cut at" in r for r in reasons.get("raw", []))
+    groups = {g.method: g for g in result.groups}
+    assert (groups["exact"].n_base_cut, groups["raw"].n_base_cut) == (4, 0)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {r["method"]: r["n_base_cut"] for r in summary["traits"]["evil"]["results"]} == {
+        "exact": 4,
+        "raw": 0,
+    }

@@ -32,11 +32,17 @@ from typing import Any
 from pvdata.errors import ConfigError, DataError, VectorError
 from pvdata.executors.base import EXECUTORS as EXECUTORS  # re-exported: the valid --executor values
 from pvdata.executors.base import ExecutorConfig, executor_config
+from pvdata.pipelines.screen_decisions import (
+    GroupSummary,
+    build_summary,
+    decision_stage,
+    note_resume,
+)
+from pvdata.pipelines.screen_decisions import summary_lines as summary_lines  # re-exported
 
 Log = Callable[[str], None]
 DEFAULT_DEPTH = 0.75  # default layer: this fraction of the model's depth (measured: docs/SCREENING.md)
 DEFAULT_MAX_NEW_TOKENS = 256
-SNIPPET = 80
 
 
 def _stderr(message: str) -> None:
@@ -126,26 +132,6 @@ class ScreenPlan:
     methods: tuple[str, ...]
     spec: Any
     dtype: str
-
-
-@dataclass
-class GroupSummary:
-    """One (trait, layer, method): its threshold and what it flagged."""
-
-    trait: str
-    vector_id: str
-    layer: int
-    method: str
-    threshold: float | None
-    basis: str
-    n_scored: int
-    n_unscored: int
-    n_flagged: int
-    n_flagged_records: int
-    mean_score: float | None
-    mean_score_records: float | None
-    mean_proj_diff: float | None
-    top: list[dict[str, Any]]
 
 
 @dataclass
@@ -407,10 +393,18 @@ def run_screen(
             stage_runs[f"{label}_projections"] = proj_run
     finally:
         model.close()
-    run_id, groups, flagged, unscored, message = _decision_stage(wh, plan, stage_runs, errors, force, log)
+    rows = _scores(wh, plan, plan.dataset, "dataset", stage_runs, errors["dataset"])
+    ref_rows = (
+        _scores(wh, plan, plan.reference, "reference", stage_runs, errors["reference"])
+        if plan.reference
+        else None
+    )
+    run_id, groups, flagged, unscored, message = decision_stage(
+        wh, plan, rows, ref_rows, stage_runs, force, log
+    )
 
     paths = check_out_dir(out if out is not None else wh.local_dir("exports", run_id), _inputs(plan))
-    summary = _summary(plan, run_id, stage_runs, groups, len(unscored))
+    summary = build_summary(plan, run_id, stage_runs, groups, len(unscored))
     from pvdata.screening.output import write_outputs
 
     records = write_outputs(paths, plan.dataset, flagged, unscored, summary)
@@ -449,7 +443,7 @@ def _samples_stage(wh: Any, plan: ScreenPlan, data: Any, label: str, force: bool
         "skip_invalid": cfg.skip_invalid,
     }
     with wh.run("import", config, force=force) as run:
-        _note_resume(run, log)
+        note_resume(run, log)
         if run.skipped:
             log(f"[1/5] {label} samples: {run.message}")
             return str(run.run_id)
@@ -465,11 +459,6 @@ def _samples_stage(wh: Any, plan: ScreenPlan, data: Any, label: str, force: bool
             f"{c['duplicates']} duplicates, {c['invalid']} invalid -> {run.run_id}"
         )
         return str(run.run_id)
-
-
-def _note_resume(run: Any, log: Log) -> None:
-    if run.status_before == "resumed":
-        log(f"      {run.message}")
 
 
 def _sampling(cfg: ScreenConfig) -> Any:
@@ -527,7 +516,7 @@ def _base_stage(
         "dtype": plan.dtype if cfg.backend == "hf" else None,
     }
     with wh.run("generate", config, parent_run_ids=[samples_run], model_id=cfg.model, force=force) as run:
-        _note_resume(run, log)
+        note_resume(run, log)
         if run.skipped:
             log(f"[2/5] {label} base answers: {run.message}")
             return str(run.run_id)
@@ -558,16 +547,19 @@ def _make_backend(cfg: ScreenConfig, model: _LazyModel) -> Any:
     return model.executor().generation_backend(GenerateJob(cfg.backend, cfg.token_budget, cfg.dtype))
 
 
-def _base_answers(wh: Any, base_run: str | None) -> dict[str, list[tuple[str, str]]]:
-    """prompt_id -> [(generation_id, answer)] of a base-answer run, in sample order (one when greedy)."""
+def _base_answers(wh: Any, base_run: str | None) -> tuple[dict[str, list[tuple[str, str]]], dict[str, int]]:
+    """prompt_id -> [(generation_id, answer)] of a base-answer run, in sample order (one when greedy),
+    and prompt_id -> how many of its answers were cut at the token budget (finish_reason length)."""
     if base_run is None:
-        return {}
-    columns = ["question_id", "sample_index", "generation_id", "answer"]
+        return {}, {}
+    columns = ["question_id", "sample_index", "generation_id", "answer", "finish_reason"]
     table = _run_rows(wh, "generations", base_run, columns)
     out: dict[str, list[tuple[int, str, str]]] = {}
-    for q, i, g, a in zip(*(table[c] for c in columns), strict=True):
+    cut: dict[str, int] = {}
+    for q, i, g, a, reason in zip(*(table[c] for c in columns), strict=True):
         out.setdefault(q, []).append((int(i or 0), g, a))
-    return {q: [(g, a) for _, g, a in sorted(rows)] for q, rows in out.items()}
+        cut[q] = cut.get(q, 0) + (reason == "length")
+    return {q: [(g, a) for _, g, a in sorted(rows)] for q, rows in out.items()}, cut
 
 
 def _run_rows(wh: Any, table: str, run_id: str, columns: list[str]) -> dict[str, list[Any]]:
@@ -613,9 +605,9 @@ def _projection_stage(
         "dtype": plan.dtype,
     }
     parents = [samples_run] + ([base_run] if base_run else []) + [r for r in plan.vector_runs.values() if r]
-    inputs = _score_inputs(data, _base_answers(wh, base_run))
+    inputs = _score_inputs(data, _base_answers(wh, base_run)[0])
     with wh.run("activations", config, parent_run_ids=parents, model_id=cfg.model, force=force) as run:
-        _note_resume(run, log)
+        note_resume(run, log)
         if run.skipped:
             log(f"[3/5] {label} projections: {run.message}")
             stats = (wh.get_run(run.run_id) or {}).get("stats") or "{}"
@@ -683,212 +675,16 @@ def _scores(
 ) -> list[dict[str, Any]]:
     from pvdata.screening.scoring import scores_from_projections
 
-    base = _base_answers(wh, stage_runs.get(f"{label}_base"))
+    base, cut = _base_answers(wh, stage_runs.get(f"{label}_base"))
     values = _projection_values(wh, stage_runs[f"{label}_projections"])
     inputs = _score_inputs(data, base)
-    return scores_from_projections(
+    rows = scores_from_projections(
         values, inputs, list(plan.vectors.values()), plan.layers, plan.methods, errors
     )
-
-
-def _decision_stage(
-    wh: Any,
-    plan: ScreenPlan,
-    stage_runs: dict[str, str],
-    errors: dict[str, dict[str, str]],
-    force: bool,
-    log: Log,
-) -> tuple[str, list[GroupSummary], set[str], set[str], str]:
-    """Scores from stored projections, one threshold per (trait, layer, method), every row in one commit."""
-    from pvdata.screening.thresholds import decide
-
-    cfg, data = plan.cfg, plan.dataset
-    rows = _scores(wh, plan, data, "dataset", stage_runs, errors["dataset"])
-    ref_rows = (
-        _scores(wh, plan, plan.reference, "reference", stage_runs, errors["reference"])
-        if plan.reference
-        else None
-    )
-    config = {
-        "stage": "screen.decisions",
-        "dataset_id": data.dataset_id,
-        "reference_id": plan.reference.dataset_id if plan.reference else None,
-        "runs": stage_runs,
-        "vectors": {t: v.vector_id for t, v in plan.vectors.items()},
-        "layers": plan.layers,
-        "methods": list(plan.methods),
-        "threshold": plan.spec.to_json(),
-    }
-    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["trait"], row["layer"], row["method"]), []).append(row)
-    ref_groups: dict[tuple[str, int, str], list[float]] = {}
-    for row in ref_rows or []:
-        if row["score"] is not None:
-            ref_groups.setdefault((row["trait"], row["layer"], row["method"]), []).append(row["score"])
-    out_rows: list[dict[str, Any]] = []
-    summaries: list[GroupSummary] = []
-    flagged: set[str] = set()
-    scored: set[str] = set()
-    for (trait, layer, method), group in groups.items():
-        reference = None
-        if plan.reference is not None:
-            reference = ref_groups.get((trait, layer, method), [])
-            if not reference and plan.spec.kind == "percentile":
-                raise DataError(
-                    f"--reference {plan.reference.source}: no reference sample could be scored for {trait} "
-                    f"layer {layer} {method}, so there is no percentile to compare with"
-                )
-        label = f"{trait} L{layer} {method}"
-        result = decide(
-            [r["score"] for r in group],
-            plan.spec,
-            reference=reference,
-            label=label,
-            errors=[r["error"] for r in group],
-        )
-        for row, d in zip(group, result.decisions, strict=True):
-            sample = data.sample(row["sample_id"])
-            out_rows.append(
-                {
-                    "dataset_id": data.dataset_id,
-                    "sample_id": row["sample_id"],
-                    "vector_id": row["vector_id"],
-                    "trait": trait,
-                    "layer": layer,
-                    "method": method,
-                    "proj_train": row["proj_train"],
-                    "proj_base": row["proj_base"],
-                    "score": row["score"],
-                    "percentile": d.percentile,
-                    "flagged": d.flagged,
-                    "reason": d.reason,
-                    "threshold": d.threshold,
-                    "base_generation_id": row["base_generation_id"],
-                    "n_copies": sample.n_copies,
-                }
-            )
-            if d.flagged:
-                flagged.add(row["sample_id"])
-            if row["score"] is not None:
-                scored.add(row["sample_id"])
-        summaries.append(_group_summary(data, trait, group, layer, method, result))
-    unscored = {s.sample_id for s in data.samples} - scored
-    parents = list(dict.fromkeys(stage_runs.values()))
-    with wh.run("screen", config, parent_run_ids=parents, model_id=cfg.model, force=force) as run:
-        _note_resume(run, log)
-        if run.skipped:
-            log(f"[4/5] decisions: {run.message}")
-        else:
-            if not run.done_ids("screenings", "sample_id"):  # a kill after the commit: keep that one
-                run.writer("screenings").write(out_rows)  # one write call: one file, one commit
-            run.stats.update(
-                {
-                    "counts": data.counts(),
-                    "flagged_samples": len(flagged),
-                    "unscored_samples": len(unscored),
-                    "groups": [{k: v for k, v in asdict(g).items() if k != "top"} for g in summaries],
-                }
-            )
-            log(
-                f"[4/5] decisions: {len(out_rows)} screenings rows, {len(flagged)} samples flagged "
-                f"-> {run.run_id}"
-            )
-        return str(run.run_id), summaries, flagged, unscored, run.message
-
-
-def _mean(values: Sequence[float], weights: Sequence[int] | None = None) -> float | None:
-    if not values:
-        return None
-    w = weights or [1] * len(values)
-    return float(sum(v * k for v, k in zip(values, w, strict=True)) / sum(w))
-
-
-def _group_summary(
-    data: Any, trait: str, group: list[dict[str, Any]], layer: int, method: str, result: Any
-) -> GroupSummary:
-    scored = [(r, d) for r, d in zip(group, result.decisions, strict=True) if r["score"] is not None]
-    scores = [r["score"] for r, _ in scored]
-    copies = [data.sample(r["sample_id"]).n_copies for r, _ in scored]
-    diffs = [r["proj_train"] - r["proj_base"] for r, _ in scored if r["proj_base"] is not None]
-    flagged = sorted(((r, d) for r, d in scored if d.flagged), key=lambda rd: -rd[0]["score"])
-    top = []
-    for r, d in flagged[:5]:
-        sample = data.sample(r["sample_id"])
-        top.append(
-            {
-                "sample_id": r["sample_id"],
-                "line": sample.lines[0],
-                "score": r["score"],
-                "percentile": d.percentile,
-                "answer": _snippet(sample.answer),
-            }
-        )
-    return GroupSummary(
-        trait=trait,
-        vector_id=group[0]["vector_id"],
-        layer=layer,
-        method=method,
-        threshold=result.threshold,
-        basis=result.basis,
-        n_scored=len(scored),
-        n_unscored=len(group) - len(scored),
-        n_flagged=result.n_flagged,
-        n_flagged_records=sum(data.sample(r["sample_id"]).n_copies for r, d in scored if d.flagged),
-        mean_score=_mean(scores),
-        mean_score_records=_mean(scores, copies),
-        mean_proj_diff=_mean(diffs),
-        top=top,
-    )
-
-
-def _snippet(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= SNIPPET else flat[: SNIPPET - 3] + "..."
-
-
-def _summary(
-    plan: ScreenPlan, run_id: str, stage_runs: dict[str, str], groups: list[GroupSummary], n_unscored: int
-) -> dict[str, Any]:
-    cfg = plan.cfg
-    traits: dict[str, Any] = {}
-    for g in groups:
-        entry = traits.setdefault(
-            g.trait,
-            {
-                "vector_id": g.vector_id,
-                "layers": plan.layers[g.trait],
-                "layer_choice": plan.layer_why[g.trait],
-                "results": [],
-            },
-        )
-        entry["results"].append({k: v for k, v in asdict(g).items() if k not in ("trait", "vector_id")})
-    for entry in traits.values():
-        # the dataset-level projection difference (ALGORITHMS.md section 7): the mean Delta over the
-        # distinct samples, from the first difference method screened (exact, else the approximation)
-        diffs = [r for r in entry["results"] if r["method"] != "raw"]
-        entry["mean_projection_difference"] = diffs[0]["mean_score"] if diffs else None
-    return {
-        "screen_run_id": run_id,
-        "dataset": {
-            "source": plan.dataset.source,
-            "format": plan.dataset.format,
-            "dataset_id": plan.dataset.dataset_id,
-        },
-        "reference": None
-        if plan.reference is None
-        else {
-            "source": plan.reference.source,
-            "dataset_id": plan.reference.dataset_id,
-            **plan.reference.counts(),
-        },
-        "model": cfg.model,
-        "methods": list(plan.methods),
-        "threshold": plan.spec.to_json(),
-        "records": {**plan.dataset.counts(), "unscored_samples": n_unscored},
-        "traits": traits,
-        "run_ids": {**stage_runs, "screen": run_id},
-    }
+    prompt_of = {s.sample_id: s.prompt_id for s in data.samples}
+    for row in rows:  # how many base answers this exact score compared with were cut short
+        row["base_cut"] = cut.get(prompt_of[row["sample_id"]], 0) if row["method"] == "exact" else 0
+    return rows
 
 
 def _progress(log: Log, what: str) -> Callable[[int, int], None]:
@@ -905,50 +701,3 @@ def _progress(log: Log, what: str) -> Callable[[int, int], None]:
         log(f"      {what}: {done}/{total}  {rate:.2f}/s  ~{left:.0f}s left")
 
     return report
-
-
-def summary_lines(result: ScreenResult, cfg: ScreenConfig) -> list[str]:
-    """The closing summary: counts, per trait and layer the threshold, flags, mean score and top flags."""
-
-    def num(x: float | None) -> str:
-        return "n/a" if x is None else f"{x:+.4g}"
-
-    c = result.counts
-    lines = [f"screen run {result.run_id}: {cfg.dataset}, model {cfg.model}"]
-    if result.message:
-        lines.append(f"  {result.message}")
-    unscored = result.records.get("unscreened", 0) - c["invalid"]
-    lines.append(
-        f"  samples: {c['records']} records -> {c['distinct']} distinct, {c['duplicates']} duplicates, "
-        f"{c['invalid']} invalid" + (f", {unscored} could not be scored" if unscored else "")
-    )
-    if result.reference_counts is not None:
-        r = result.reference_counts
-        lines.append(f"  reference {cfg.reference}: {r['distinct']} distinct samples")
-    for trait in dict.fromkeys(g.trait for g in result.groups):
-        groups = [g for g in result.groups if g.trait == trait]
-        lines.append(f"  {trait} (vector {groups[0].vector_id}; layer: {result.layer_why.get(trait, '')}):")
-        for g in groups:
-            threshold = "none" if g.threshold is None else f"{g.threshold:.4g}"
-            lines.append(
-                f"    {g.method} L{g.layer}: threshold {threshold} ({g.basis}); flagged {g.n_flagged} of "
-                f"{g.n_scored} samples ({g.n_flagged_records} record{'' if g.n_flagged_records == 1 else 's'}"
-                f"); mean score {num(g.mean_score)}"
-            )
-            for t in g.top:
-                lines.append(f"      {t['score']:+9.4g}  line {t['line']:<6} {t['answer']!r}")
-    out = result.outputs
-    rec = result.records
-    lines.append(
-        f"  files in {out.out_dir}: {out.flagged.name} ({rec['flagged']} records), {out.kept.name} "
-        f"({rec['kept']}), {out.unscreened.name} ({rec['unscreened']}), {out.summary.name}"
-    )
-    run = result.run_id
-    lines += [
-        "next:",
-        f'  pvdata sql "SELECT s.line, c.trait, c.layer, c.score, c.reason FROM screenings c JOIN samples s '
-        f"USING (sample_id, dataset_id) WHERE c.run_id = '{run}' AND c.flagged ORDER BY c.score DESC\"",
-        "  pvdata sql --query-name screening_summary",
-        f"  pvdata runs show {run}",
-    ]
-    return lines
