@@ -215,8 +215,8 @@ def test_cli_user_errors(tmp_path: Path, monkeypatch, capsys) -> None:
     base = ["judge", "--run", gen, "--judge", "scripted", "--warehouse", str(tmp_path)]
     code, _, err = run_cli(base, capsys)
     assert code == 2 and "--coherence" in err
-    code, _, err = run_cli([*base, "--metric", "evil"], capsys)
-    assert code == 2 and "--rubric FILE" in err
+    code, _, err = run_cli([*base, "--metric", "not-a-trait"], capsys)
+    assert code == 2 and "--rubric FILE" in err and "known: coherence, apathetic, evil" in err
     bad = tmp_path / "bad.txt"
     bad.write_text("no placeholders here", encoding="utf-8")
     code, _, err = run_cli([*base, "--metric", "evil", "--rubric", str(bad)], capsys)

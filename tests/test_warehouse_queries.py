@@ -36,6 +36,7 @@ def test_repo_queries_are_identical_to_the_package_copies():
         "screening_summary",
         "run_lineage",
         "shift_prediction",
+        "screen_vs_score",
     }
     assert {p.stem for p in REPO_QUERIES.glob("*.sql")} == names
     for name in names:

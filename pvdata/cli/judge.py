@@ -13,10 +13,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "judge",
         help="judge a generation run's answers (logprob-weighted 0..100 scores)",
-        description="Judge every generation of a generation run; writes a judge run with one judgments "
-        "row per generation. Rerunning resumes or reports it already succeeded.",
+        description="Judge every generation of a generation run, or a screened dataset's training and "
+        "base answers; writes a judge run with one judgments row per answer. --metric TRAIT uses the "
+        "trait's rubric from traits/. Rerunning resumes or reports it already succeeded.",
     )
-    parser.add_argument("--run", required=True, metavar="RUN_ID", help="the generation run to judge")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--run", metavar="RUN_ID", help="the generation run to judge (or a screen's import run: its samples)"
+    )
+    source.add_argument(
+        "--screen",
+        metavar="RUN_ID",
+        help="a screen run: judge its training answers and its base answers, with each screened trait's "
+        "rubric (or --metric's)",
+    )
     parser.add_argument(
         "--judge",
         required=True,
@@ -26,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     what = parser.add_argument_group("what to judge (one of)")
     what.add_argument("--coherence", action="store_true", help="the built-in coherence rubric")
-    what.add_argument("--metric", help="metric name stored with each judgment (e.g. a trait name)")
+    what.add_argument(
+        "--metric", help="a trait (its rubric from traits/), or a name for --rubric FILE's scores"
+    )
     what.add_argument("--rubric", metavar="FILE", help="rubric text with {question} and {answer}")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight (openai judge)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per request (default 30)")
@@ -71,21 +83,37 @@ def run_judge(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-retries {args.max_retries} must be 0 or more")
     if args.timeout is not None and args.timeout <= 0:
         raise ConfigError(f"--timeout {args.timeout} must be positive")
-    metric, rubric = metric_and_rubric(args.metric, args.rubric, args.coherence)
+    root = warehouse_root(args.warehouse)
+    if args.screen is not None:
+        from pvdata.judge.sources import screen_sources
+        from pvdata.warehouse import Warehouse
+
+        traits, sources = screen_sources(Warehouse(root), args.screen)
+        metrics = [metric_and_rubric(m, args.rubric, args.coherence) for m in _screen_metrics(args, traits)]
+    else:
+        sources = [("answers", args.run)]
+        metrics = [metric_and_rubric(args.metric, args.rubric, args.coherence)]
     judge = make_judge(
         args.judge, concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries
     )
-    summary = judge_generation_run(
-        warehouse_root(args.warehouse),
-        args.run,
-        judge,
-        metric=metric,
-        rubric=rubric,
-        force=args.force,
-        progress=_Progress(),
-    )
-    if summary.message:
-        print(summary.message, file=sys.stderr)
-    for line in summary.lines():
-        print(line)
+    for metric, rubric in metrics:
+        for what, run_id in sources:
+            if args.screen is not None:
+                print(f"{what} of screen {args.screen} ({metric}):", file=sys.stderr)
+            summary = judge_generation_run(
+                root, run_id, judge, metric=metric, rubric=rubric, force=args.force, progress=_Progress()
+            )
+            if summary.message:
+                print(summary.message, file=sys.stderr)
+            for line in summary.lines():
+                print(line)
+    if args.screen is not None:
+        print("next: pvdata sql --file warehouse/queries/screen_vs_score.sql")
     return 0
+
+
+def _screen_metrics(args: argparse.Namespace, traits: list[str]) -> list[str | None]:
+    """--metric if given (or --coherence's), else every trait the screen scored."""
+    if args.metric is not None or args.coherence:
+        return [args.metric]
+    return list(traits)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pvdata.errors import ConfigError, WarehouseError
+from pvdata.errors import ConfigError
 from pvdata.judge import rubrics
 from pvdata.judge.base import Judge, make_judge, run_sync
 from pvdata.judge.cache import CachedJudge, JudgeCache, prompt_hash
@@ -99,11 +99,23 @@ def metric_and_rubric(metric: str | None, rubric_file: str | None, coherence: bo
     if metric in rubrics.BUILTIN:
         return metric, rubrics.BUILTIN[metric]
     if metric:
-        raise ConfigError(
-            f"metric {metric!r} has no built-in rubric (built in: {', '.join(rubrics.BUILTIN)}); give "
-            "--rubric FILE with {question} and {answer} placeholders"
-        )
+        return metric, trait_rubric(metric)
     raise ConfigError("choose what to judge: --coherence, or --metric NAME --rubric FILE")
+
+
+def trait_rubric(metric: str) -> str:
+    """The judge rubric of the trait named `metric`, from the trait folders (traits/ and the user's)."""
+    from pvdata.traits import list_traits, load_trait, resolve_trait_path
+
+    try:
+        resolve_trait_path(metric)
+    except ConfigError:
+        known = ", ".join([*rubrics.BUILTIN, *list_traits()])
+        raise ConfigError(
+            f"metric {metric!r} is neither a trait nor a built-in rubric; known: {known}; or give "
+            "--rubric FILE with {question} and {answer} placeholders"
+        ) from None
+    return load_trait(metric).rubric  # a broken trait file: its own error, naming file and field
 
 
 def _check_metric(metric: str) -> None:
@@ -112,34 +124,11 @@ def _check_metric(metric: str) -> None:
 
 
 def load_generations(root: Any, run_id: str) -> list[dict[str, Any]]:
-    """generation_id, question, answer of one run, first row per generation_id, in id order."""
+    """generation_id, question, answer of what a run holds to judge (see pvdata.judge.sources)."""
+    from pvdata.judge.sources import judge_items
     from pvdata.warehouse import Warehouse
 
-    wh = Warehouse(root)
-    if not wh.exists():
-        raise WarehouseError(
-            f"warehouse {wh.uri} does not exist; pass --warehouse DIR or set PVDATA_WAREHOUSE"
-        )
-    last = wh.get_run(run_id)
-    if last is None:
-        raise WarehouseError(
-            f"run {run_id!r} is not in warehouse {wh.root}; list generation runs with "
-            "`pvdata runs list --kind generate`"
-        )
-    if last["status"] != "succeeded":
-        raise WarehouseError(
-            f"run {run_id} has status {last['status']}; judge a finished generation run (rerun its "
-            "generate command to finish it)"
-        )
-    rows: dict[str, dict[str, Any]] = {}
-    t = wh.read_run_table("generations", run_id, ["generation_id", "question", "answer"])
-    for r in t.to_pylist():
-        rows.setdefault(r["generation_id"], r)
-    if not rows:
-        raise WarehouseError(
-            f"run {run_id} ({last['kind']}) has no rows in the generations table; give a generation run id"
-        )
-    return [rows[k] for k in sorted(rows)]
+    return judge_items(Warehouse(root), run_id)
 
 
 def judge_generation_run(
