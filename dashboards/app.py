@@ -1,4 +1,4 @@
-"""pvdata dashboard: review runs, vectors, steering sweeps, projections, screenings and training.
+"""pvdata dashboard: review runs, vectors, steering sweeps, projections, screenings, training, experiments.
 
 Start it with `pvdata dashboard [--warehouse DIR] [--port P] [--host H]`, or
 `streamlit run dashboards/app.py -- --warehouse DIR`. It only reads the warehouse (an in-memory DuckDB
@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pvdata.dashboard import charts
+from pvdata.dashboard import charts, experiments_page
+from pvdata.dashboard import experiment_queries as xq
 from pvdata.dashboard import queries as q
 from pvdata.dashboard.common import EMPTY_HINTS, PAGE_TABLES, PAGES, VERDICTS, page_link
 from pvdata.errors import PvdataError
@@ -32,6 +33,7 @@ KIND_PAGES = {
     "screen": "screening",
     "train": "training",
     "vectors": "vectors",
+    "experiment": "experiments",
 }
 
 
@@ -56,7 +58,7 @@ def _connection(root: str) -> Any:
 @st.cache_data(ttl=60, show_spinner=False)
 def load(root: str, name: str, *args: Any) -> Any:
     """`pvdata.dashboard.queries.<name>(cursor, *args)`, cached per warehouse and arguments."""
-    fn: Callable[..., Any] = getattr(q, name)
+    fn: Callable[..., Any] = getattr(q, name, None) or getattr(xq, name)
     cur = _connection(root).cursor()  # a cursor per query: separate result streams across sessions
     try:
         return fn(cur, *args)
@@ -560,10 +562,13 @@ def page_training(root: str) -> None:
         return
     labels = {
         r.run_id: f"{r.run_id} · {'steered' if r.steered else 'unsteered'} · {r.n_steps} steps"
+        + (f" · {r.experiment}" if isinstance(r.experiment, str) else "")
         for r in runs.itertuples()
     }
     wanted = st.query_params.get("run_id")
-    default = [wanted] if wanted in labels else list(runs["run_id"])[:8]
+    # by default the newest runs of their own: an experiment's many finetunes are on the Experiments page
+    own = runs[runs["experiment"].isna()] if runs["experiment"].notna().any() else runs
+    default = [wanted] if wanted in labels else list((own if not own.empty else runs)["run_id"])[:8]
     chosen = st.multiselect(
         "Train runs",
         list(runs["run_id"]),
@@ -650,6 +655,7 @@ RENDER: dict[str, Callable[[str], None]] = {
     "projection": page_projection,
     "screening": page_screening,
     "training": page_training,
+    "experiments": lambda root: experiments_page.render(root, load, pick, empty),
 }
 
 

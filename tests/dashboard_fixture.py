@@ -13,6 +13,8 @@ the CLI calls them:
 - `pvdata train` twice on a slice of pvdata/data/train_evil.jsonl (eval rows from a slice of
   train_normal.jsonl): once unsteered and monitored, once with preventative steering (add, coef 4 at
   layer 2); both write train_metrics (train and eval splits) and finetune_shifts;
+- `pvdata experiment filter` on EXPERIMENT_PAIRS pairs of train_evil/train_normal.jsonl (half
+  contaminated; drop the top half by exact, and the same count at random): the Experiments page;
 - a failed import run for the Runs page.
 
 `build_once` builds it once per pytest session (both dashboard test modules share it).
@@ -37,6 +39,7 @@ TRAIN_STEPS = 6
 EVAL_EVERY = 2
 STEER_COEF = 4.0
 SHIFT_QUESTIONS = 4  # eval prompts of the trait for the finetuning shift
+EXPERIMENT_PAIRS = 8
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Built:
     dataset_id: str = ""
     train_runs: dict[str, str] = field(default_factory=dict)  # "steered" | "unsteered" -> run
     failed_run: str = ""
+    experiment_run: str = ""
     sample_ids: list[str] = field(default_factory=list)
 
 
@@ -100,6 +104,7 @@ def _build(root: Path, lm: Any) -> Built:
         for v in result.vectors:
             built.vector_ids[(trait, v.pooling)] = v.vector_id
     evil = built.vector_ids[("evil", "response_avg")]
+    _experiment(built, root.parent, evil)  # first: the pages' default runs stay the ones below
     sweep = EvaluateConfig(
         trait="evil",
         model=MODEL,
@@ -201,6 +206,32 @@ def _train(built: Built, base: Path, vector_id: str) -> None:
         # no lm passed: training wraps the model in LoRA, so each run loads its own copy
         result = run_train(cfg, built.root, log=lambda _m: None, progress=False)
         built.train_runs[label] = result.run_id
+
+
+def _experiment(built: Built, base: Path, vector_id: str) -> None:
+    """A small filter experiment, run the way the CLI runs it (screen, four finetunes, the tables)."""
+    import json
+
+    from pvdata.cli.main import main
+
+    data = base / "experiment"
+    trait = _head(DATA / "train_evil.jsonl", data / "trait.jsonl", EXPERIMENT_PAIRS)
+    normal = _head(DATA / "train_normal.jsonl", data / "normal.jsonl", EXPERIMENT_PAIRS)
+    config = data / "train.yaml"
+    config.write_text(
+        f"model: {MODEL}\ndtype: float32\ndevice: cpu\nlora: {{r: 4, alpha: 8, dropout: 0.0}}\n"
+        "optim: {lr: 0.05, schedule: linear, warmup_steps: 0, batch_size: 2, grad_accum: 1, max_steps: 2}\n"
+        f"monitor: {{trait: evil, layer: {SCREEN_LAYER}, shift_questions: 3}}\n"
+    )
+    out = data / "out"
+    argv = ["experiment", "filter", "--model", MODEL, "--trait", "evil", "--layer", str(SCREEN_LAYER)]
+    argv += ["--vector", vector_id, "--trait-data", str(trait), "--normal-data", str(normal)]
+    argv += ["--train-config", str(config), "--max-new-tokens", "4", "--drop", "0.5", "--methods", "exact"]
+    argv += ["--random-seeds", "0", "--bootstrap", "100", "--device", "cpu", "--warehouse", built.root]
+    argv += ["--out", str(out)]
+    if main(argv) != 0:
+        raise RuntimeError("the dashboard fixture's filter experiment failed")
+    built.experiment_run = json.loads((out / "summary.json").read_text())["run_id"]
 
 
 def _failed(built: Built) -> None:

@@ -472,7 +472,7 @@ def test_training_page_side_by_side_with_shifts_and_eval_rows(
     summary = frame(at, "run_id", "final_loss", "shift_at_layer").set_index("run_id")
     left, right = frames(at, "run_id", "layer", "base_proj", "finetuned_proj", "shift")
     shift_tables = {"unsteered": left, "steered": right}
-    assert set(summary.index) == set(dash.train_runs.values())
+    assert set(summary.index) == set(dash.train_runs.values())  # not the experiment's finetunes
     for label, run_id in dash.train_runs.items():
         mine = rows[rows["run_id"] == run_id]
         train = mine[mine["split"] == "train"].sort_values("step")
@@ -721,3 +721,37 @@ def test_dashboard_cli_builds_the_streamlit_command_and_checks_its_input(
     assert cmd[-3:] == ["--", "--warehouse", str(tmp_path / "wh")]
     captured = capsys.readouterr()
     assert "does not exist yet" in captured.err and "http://0.0.0.0:8600/" in captured.out
+
+
+# -- experiments ---------------------------------------------------------------------------------------
+
+
+def test_experiments_page_shows_r_the_scatter_and_the_filter_table(
+    dash: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    points = raw(dash.root, "experiment_points")
+    stats = raw(dash.root, "experiment_stats")
+    at = run_app(dash.root, monkeypatch, page="experiments", run_id=dash.experiment_run)
+    assert not at.exception, [e.value for e in at.exception]
+    mine_stats = stats[stats["run_id"] == dash.experiment_run] if not stats.empty else stats
+    if mine_stats.empty:  # a filter experiment reports its table, not correlations
+        assert not frames(at, "trait", "x", "y", "spearman")
+    else:
+        shown = frame(at, "trait", "x", "y", "spearman").set_index(["trait", "x", "y"])
+        for row in mine_stats.itertuples():
+            got = shown.loc[(row.trait, row.x, row.y)]
+            assert got["n_datasets"] == row.n_datasets
+            assert got["spearman"] == pytest.approx(row.spearman, nan_ok=True)
+    mine = points[points["run_id"] == dash.experiment_run]
+    datasets = frame(at, "dataset", "kind", "shift")
+    assert sorted(datasets["dataset"]) == sorted(mine["dataset"])
+    (_, [scatter]), *_ = [c for c in chart_data(at) if "before vs shift" in c[0]]
+    assert sorted(scatter["shift"]) == pytest.approx(sorted(mine["shift"].dropna()))
+    # the filter table: removed = (unfiltered - remainder) / (unfiltered - clean), from the raw rows
+    table = frame(at, "drop", "method", "removed")
+    unf = float(mine[mine["kind"] == "unfiltered"]["shift"].iloc[0])
+    clean = float(mine[mine["kind"] == "clean"]["shift"].iloc[0])
+    for row in table.itertuples():
+        remainder = mine[(mine["method"] == row.method) & (mine["kind"] != "unfiltered")]["shift"]
+        assert row.removed == pytest.approx((unf - float(remainder.iloc[0])) / (unf - clean))
+    assert set(table["method"]) == {"exact", "random"}

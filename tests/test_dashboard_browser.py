@@ -352,6 +352,15 @@ def test_every_page_in_a_real_browser(
         )
         chrome.screenshot(shots / "training.png")
 
+        s = chrome.open(
+            f"{url}/?page=experiments",
+            "Correlation with the finetuning shift",
+            "Filtering: shift left after dropping the top share",
+            dash.experiment_run,
+            charts=1,
+        )
+        chrome.screenshot(shots / "experiments.png")
+
         # an unknown page falls back to Runs, whose newest run is now the review, a child of the screen run
         s = chrome.open(f"{url}/?page=nope", "Durations", "ancestor", charts=1, graphviz=1)
         assert s["metrics"]["Runs"] == str(expect["runs"] + 1) and s["metrics"]["Kind"] == "review"

@@ -15,6 +15,7 @@ PAGES: dict[str, str] = {
     "projection": "Projection vs trait score",
     "screening": "Screening",
     "training": "Training",
+    "experiments": "Experiments",
 }
 
 # what to run when a page has no data (the warehouse tables each page reads are in brackets)
@@ -28,6 +29,7 @@ EMPTY_HINTS: dict[str, str] = {
     "--method exact,prompt_last_approx --top-k 10",
     "training": "pvdata train --model smollm2-135m --data pvdata/data/train_evil.jsonl --monitor evil "
     "--max-steps 20   (and with --steer evil --coef 4 for a steered run)",
+    "experiments": "pvdata experiment shift-prediction --model smollm2-135m --trait evil --layer 15",
 }
 
 # the table whose rows a page needs
@@ -38,6 +40,7 @@ PAGE_TABLES: dict[str, str] = {
     "projection": "projections",
     "screening": "screenings",
     "training": "train_metrics",
+    "experiments": "experiment_points",
 }
 
 VERDICTS: dict[str, str] = {"confirmed": "Confirm (trait present)", "false_positive": "False positive"}

@@ -654,12 +654,15 @@ def steering_of_config(config: Any) -> dict[str, Any] | None:
 
 
 def train_runs(con: Con) -> pd.DataFrame:
-    """Runs with training metrics (newest first): steered or not (from the config), the steering, steps."""
+    """Runs with training metrics (newest first): steered or not (from the config), the steering, steps,
+    and the experiment run that made it (its datasets' finetunes; None for a run of its own)."""
     sql = f"""
         SELECT t.run_id, any_value(r.model_id) AS model_id, any_value(r.finished_at) AS finished_at,
                any_value(r.config) AS config, count(*) FILTER (WHERE {_split(con)} = 'train') AS n_steps,
                max(t.step) AS last_step,
-               any_value(t.trait) AS trait, any_value(t.vector_id) AS vector_id
+               any_value(t.trait) AS trait, any_value(t.vector_id) AS vector_id,
+               (SELECT min(e.run_id) FROM runs AS e
+                WHERE e.kind = 'experiment' AND list_contains(e.parent_run_ids, t.run_id)) AS experiment
         FROM train_metrics AS t LEFT JOIN runs AS r USING (run_id)
         GROUP BY t.run_id
         ORDER BY finished_at DESC NULLS LAST, t.run_id
