@@ -168,6 +168,7 @@ def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
     """Read the data, resolve vectors and layers, check everything; no model, no run."""
     from pvdata.models.loading import resolve_dtype
     from pvdata.samples import check_invalid, read_dataset
+    from pvdata.samples.hub import is_hub_id
     from pvdata.warehouse import Warehouse
 
     cfg.check()
@@ -177,9 +178,10 @@ def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
     # configs, so the same job on either executor is the same run
     dtype = str(resolve_dtype(cfg.dtype, cfg.executor_config().worker_device(cfg.device)))
     for path, what in ((cfg.dataset, "dataset"), (cfg.reference, "--reference")):
-        if path is not None and not Path(path).expanduser().exists():
+        if path is not None and not Path(path).expanduser().exists() and not is_hub_id(path):
             raise ConfigError(
-                f"{what} {path} not found: give a .jsonl, .csv or .parquet file or a datasets folder"
+                f"{what} {path} not found: give a .jsonl, .json, .csv or .parquet file, a datasets folder "
+                "or a Hugging Face hub id owner/name"
             )
     wh = Warehouse(warehouse)
     vectors, runs = resolve_vectors(wh, cfg)
@@ -762,7 +764,7 @@ def _decision_stage(
                     "score": row["score"],
                     "percentile": d.percentile,
                     "flagged": d.flagged,
-                    "reason": d.reason,
+                    "reason": with_notes(d.reason, sample.notes),
                     "threshold": d.threshold,
                     "base_generation_id": row["base_generation_id"],
                     "n_copies": sample.n_copies,
@@ -795,6 +797,14 @@ def _decision_stage(
                 f"-> {run.run_id}"
             )
         return str(run.run_id), summaries, flagged, unscored, run.message
+
+
+def with_notes(reason: str | None, notes: Sequence[str]) -> str | None:
+    """The decision's reason, then what reading the sample left out (tool calls, tool results...)."""
+    if not notes:
+        return reason
+    read = "input: " + "; ".join(notes)
+    return f"{reason}; {read}" if reason else read
 
 
 def _mean(values: Sequence[float], weights: Sequence[int] | None = None) -> float | None:
