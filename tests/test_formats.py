@@ -303,3 +303,28 @@ def test_screen_cli_end_to_end(tmp_path, vector_file, capsys, kind):
         noted = [r for r in reasons if "input: " in r]
         assert len(noted) == 1 and "messages[2] (assistant tool call, no text) skipped" in noted[0]
         assert "messages[3] (tool result) skipped" in noted[0]
+
+
+def test_training_reads_the_same_formats(tmp_path):
+    from pvdata.training.data import read_samples
+
+    f = write_json(tmp_path / "sharegpt.json", SHAREGPT, indent=2)
+    samples = read_samples(f)
+    assert [s.line for s in samples] == element_lines(Path(f))
+    assert list(samples[0].messages) == [
+        system("Be brief."), user("Hi there"), {"role": "assistant", "content": "Hello!"},
+        user("What is 2+2?"), {"role": "assistant", "content": "4."},
+    ]  # fmt: skip
+    g = write_json(tmp_path / "alpaca_data.json", ALPACA)
+    assert list(read_samples(g)[1].messages) == [
+        user("Translate to French.\n\nGood morning"),
+        {"role": "assistant", "content": "Bonjour"},
+    ]
+    turns = [("human", "Weather?"), ("function_call", "{}"), ("observation", "sunny"), ("gpt", "Sunny.")]
+    calls = {"conversations": [{"from": who, "value": text} for who, text in turns]}
+    h = write_json(tmp_path / "calls.json", [calls])
+    with pytest.raises(DataError, match=r"calls.json:2: pvdata trains text chats only.*conversations\[1\]"):
+        read_samples(h)
+    bad = write_json(tmp_path / "bad.json", [{"instruction": "q", "input": "x"}])
+    with pytest.raises(DataError, match=r"bad.json:2: field output: is missing"):
+        read_samples(bad)

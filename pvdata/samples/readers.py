@@ -142,22 +142,30 @@ def _parse(obj: Any, columns: Columns, schema: str | None) -> tuple[Chat | None,
 
 def _json(path: Path, columns: Columns, schema: str | None) -> tuple[str, list[Parsed]]:
     """A `.json` file: a JSON array of records (first non-space character `[`), else JSON Lines."""
-    head = path.read_bytes()[:4096].decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
-    if not head.startswith("["):
+    if not is_json_array(path):
         return "jsonl", list(_jsonl(path, columns, schema))
-    return "json", list(_json_array(path, columns, schema))
+    out: list[Parsed] = []
+    for line, obj in json_array_items(path):
+        chat, error = _parse(obj, columns, schema)
+        out.append((line, json.dumps(obj, ensure_ascii=False), chat, error))
+    return "json", out
 
 
-def _json_array(path: Path, columns: Columns, schema: str | None) -> Iterator[Parsed]:
-    """Each element of a top-level JSON array, with the line it starts on; a syntax error stops the
+def is_json_array(path: Path) -> bool:
+    """Whether the file's first non-space character is `[` (a JSON array, not JSON Lines)."""
+    with path.open("rb") as fh:
+        head = fh.read(4096).decode("utf-8", errors="replace")
+    return head.lstrip("\ufeff \t\r\n").startswith("[")
+
+
+def json_array_items(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line it starts on, value) of each element of a top-level JSON array; a syntax error stops the
     read (no later element can be found) and names file, line and column."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     decoder = json.JSONDecoder()
-    at = text.index("[") + 1
-    line, counted = 1, 0
 
     def skip_space(i: int) -> int:
         while i < len(text) and text[i] in " \t\r\n":
@@ -169,7 +177,8 @@ def _json_array(path: Path, columns: Columns, schema: str | None) -> Iterator[Pa
         col = i - (text.rfind("\n", 0, i) + 1) + 1
         return DataError(f"{path}:{n}: not a valid JSON array of records ({what} at column {col})")
 
-    at = skip_space(at)
+    at = skip_space(text.index("[") + 1)
+    line, counted = 1, 0
     if at < len(text) and text[at] == "]":
         return
     while True:
@@ -179,8 +188,7 @@ def _json_array(path: Path, columns: Columns, schema: str | None) -> Iterator[Pa
             obj, end = decoder.raw_decode(text, at)
         except json.JSONDecodeError as exc:
             raise fail(exc.pos, exc.msg) from None
-        chat, error = _parse(obj, columns, schema)
-        yield line, json.dumps(obj, ensure_ascii=False), chat, error
+        yield line, obj
         at = skip_space(end)
         if at < len(text) and text[at] == "]":
             if skip_space(at + 1) != len(text):
