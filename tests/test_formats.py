@@ -189,6 +189,7 @@ BAD = [
      "field conversations[1].value: is empty"),
     ({"instruction": "q", "input": 3, "output": "a"}, "field input: must be a string"),
     ({"instruction": "q", "input": "x"}, "field output: is missing"),
+    ({"prompt": "q", "answer": "a", "instruction": "x"}, "field instruction: holds text that"),
     ({"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "a"}]},
      "field messages[0].role: is 'tool': valid roles are system, user, assistant"),
     ({"messages": [user("q"), {"role": "assistant", "content": [{"type": "image_url"}]}]},

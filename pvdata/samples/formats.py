@@ -63,7 +63,8 @@ def detect_schema(obj: Mapping[str, Any], columns: Columns) -> str:
         return "messages"
     if obj.get(SHAREGPT_FIELD) is not None:
         return "sharegpt"
-    if "instruction" in obj and columns.prompt in (Columns.prompt, "instruction"):
+    pair = columns.prompt in obj and columns.answer in obj and columns.prompt != "instruction"
+    if "instruction" in obj and columns.prompt in (Columns.prompt, "instruction") and not pair:
         return "alpaca"
     return "pair"
 
