@@ -218,6 +218,9 @@ def test_a_broken_json_array_names_file_and_line(tmp_path):
         read_dataset(f)
     with pytest.raises(ConfigError, match="--format 'yaml' is not valid"):
         read_dataset(f, fmt="yaml")
+    one = write_json(tmp_path / "one.json", {"data": ALPACA})
+    with pytest.raises(DataError, match=r"one.json:1: holds one JSON object .* \(keys: data\)"):
+        read_dataset(one)
 
 
 def _cache_as_hub_dataset(tmp_path: Path, repo_id: str, rows: list[dict]) -> Path:
@@ -255,6 +258,16 @@ def test_hub_id_from_the_offline_cache_and_an_uncached_id(tmp_path, monkeypatch,
     assert ds.dataset_id == read_dataset("someone/tiny_chats", hf_split="train").dataset_id
     with pytest.raises(ConfigError, match="has no split 'test'"):
         read_dataset("someone/tiny_chats", hf_split="test")
+    out = tmp_path / "out"
+    screen = ["screen", "someone/tiny_chats", "--model", MODEL, "--vector", vector_file, "--layer", "2",
+              "--method", "raw", "--top-k", "1", "--warehouse", "wh_hub", "--out", str(out)]  # fmt: skip
+    assert main(screen) == 0
+    assert "2 records -> 2 distinct" in capsys.readouterr().out
+    screened = (out / "flagged.jsonl").read_text().splitlines() + (
+        out / "kept.jsonl"
+    ).read_text().splitlines()
+    assert sorted(json.loads(x)["id"] for x in screened) == ["a1", "a2"]
+    assert json.loads((out / "summary.json").read_text())["dataset"]["format"] == "hub"
 
     start = time.monotonic()
     args = ["screen", "nobody/not_cached", "--model", MODEL, "--vector", vector_file, "--warehouse", "wh"]

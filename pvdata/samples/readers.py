@@ -143,12 +143,29 @@ def _parse(obj: Any, columns: Columns, schema: str | None) -> tuple[Chat | None,
 def _json(path: Path, columns: Columns, schema: str | None) -> tuple[str, list[Parsed]]:
     """A `.json` file: a JSON array of records (first non-space character `[`), else JSON Lines."""
     if not is_json_array(path):
-        return "jsonl", list(_jsonl(path, columns, schema))
+        parsed = list(_jsonl(path, columns, schema))
+        if len(parsed) > 1 and parsed[0][3] is not None and parsed[0][3].startswith("invalid JSON"):
+            _refuse_one_object(path)
+        return "jsonl", parsed
     out: list[Parsed] = []
     for line, obj in json_array_items(path):
         chat, error = _parse(obj, columns, schema)
         out.append((line, json.dumps(obj, ensure_ascii=False), chat, error))
     return "json", out
+
+
+def _refuse_one_object(path: Path) -> None:
+    """A pretty-printed single JSON object is neither JSON Lines nor an array: say so once."""
+    try:
+        whole = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return  # not one object either: the per-line errors stand
+    if isinstance(whole, dict):
+        keys = ", ".join(map(str, whole)) or "none"
+        raise DataError(
+            f"{path}:1: holds one JSON object spread over several lines (keys: {keys}), not JSON Lines "
+            "(one record per line) or a JSON array of records ([{...}, {...}])"
+        )
 
 
 def is_json_array(path: Path) -> bool:
