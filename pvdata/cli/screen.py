@@ -32,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "dataset",
         metavar="DATASET",
-        help="JSONL with 'messages' (or 'prompt'/'answer'), CSV or Parquet with prompt and answer "
-        "columns, or a folder written by datasets' save_to_disk",
+        help="JSONL or a .json array of records (OpenAI 'messages', ShareGPT 'conversations', Alpaca "
+        "'instruction'/'input'/'output' or 'prompt'/'answer'), CSV or Parquet with such columns, a folder "
+        "written by datasets' save_to_disk, or a Hugging Face hub id owner/name (docs/SCREENING.md)",
     )
     p.add_argument("--trait", default=None, help="trait(s), comma separated (default: the --vector files')")
     add_model_options(p)
@@ -85,12 +86,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the one greedy answer of the paper)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", default=None, help="jsonl | csv | parquet | hf (default: from the name)")
+    p.add_argument(
+        "--format",
+        default=None,
+        help="file format jsonl | json | csv | parquet | hf | hub (default: from the name and content) "
+        "and/or record format messages | sharegpt | alpaca | pair (default: from each record's fields), "
+        "e.g. --format sharegpt or --format json,alpaca",
+    )
     p.add_argument("--prompt-column", default="prompt")
     p.add_argument("--answer-column", default="answer")
     p.add_argument("--system-column", default="system")
     p.add_argument("--messages-column", default="messages")
-    p.add_argument("--hf-split", default=None, help="split of a DatasetDict folder")
+    p.add_argument(
+        "--hf-split",
+        default=None,
+        help="split of a hub dataset (default train) or of a DatasetDict folder (default: its only split, "
+        "else train)",
+    )
     p.add_argument(
         "--chunk-size",
         type=int,

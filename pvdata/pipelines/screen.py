@@ -154,6 +154,7 @@ def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
     """Read the data, resolve vectors and layers, check everything; no model, no run."""
     from pvdata.models.loading import resolve_dtype
     from pvdata.samples import check_invalid, read_dataset
+    from pvdata.samples.hub import is_hub_id
     from pvdata.warehouse import Warehouse
 
     cfg.check()
@@ -163,9 +164,10 @@ def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
     # configs, so the same job on either executor is the same run
     dtype = str(resolve_dtype(cfg.dtype, cfg.executor_config().worker_device(cfg.device)))
     for path, what in ((cfg.dataset, "dataset"), (cfg.reference, "--reference")):
-        if path is not None and not Path(path).expanduser().exists():
+        if path is not None and not Path(path).expanduser().exists() and not is_hub_id(path):
             raise ConfigError(
-                f"{what} {path} not found: give a .jsonl, .csv or .parquet file or a datasets folder"
+                f"{what} {path} not found: give a .jsonl, .json, .csv or .parquet file, a datasets folder "
+                "or a Hugging Face hub id owner/name"
             )
     wh = Warehouse(warehouse)
     vectors, runs = resolve_vectors(wh, cfg)

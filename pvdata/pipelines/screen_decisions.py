@@ -112,7 +112,7 @@ def decision_stage(
                     "score": row["score"],
                     "percentile": d.percentile,
                     "flagged": d.flagged,
-                    "reason": _with_cut(d.reason, row, cfg.max_new_tokens),
+                    "reason": with_notes(_with_cut(d.reason, row, cfg.max_new_tokens), sample.notes),
                     "threshold": d.threshold,
                     "base_generation_id": row["base_generation_id"],
                     "n_copies": sample.n_copies,
@@ -145,6 +145,14 @@ def decision_stage(
                 f"-> {run.run_id}"
             )
         return str(run.run_id), summaries, flagged, unscored, run.message
+
+
+def with_notes(reason: str | None, notes: Sequence[str]) -> str | None:
+    """The decision's reason, then what reading the sample left out (tool calls, tool results...)."""
+    if not notes:
+        return reason
+    read = "input: " + "; ".join(notes)
+    return f"{reason}; {read}" if reason else read
 
 
 def _with_cut(reason: str | None, row: dict[str, Any], max_new_tokens: int) -> str | None:

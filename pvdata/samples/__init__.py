@@ -1,6 +1,7 @@
 """Training samples to screen: readers per format, validation with file and line, content ids, dedup.
 
-    >>> ds = read_dataset("train.jsonl")          # JSONL messages, CSV/Parquet prompt+answer, HF folders
+    >>> ds = read_dataset("train.jsonl")          # messages/ShareGPT/Alpaca JSONL or .json arrays, CSV,
+    ...                                            # Parquet, HF folders, hub ids owner/name
     >>> check_invalid(ds, skip_invalid=False)      # one DataError naming file and line of every bad record
     >>> ds.samples[0].sample_id, ds.samples[0].lines   # content hash of the messages, every copy's line
 
@@ -17,6 +18,7 @@ from pvdata.samples.dataset import (
     prompt_id_of,
     sample_id_of,
 )
+from pvdata.samples.formats import SCHEMAS, parse_chat
 from pvdata.samples.readers import (
     InvalidRecordsError,
     check_invalid,
@@ -30,6 +32,7 @@ from pvdata.samples.store import invalid_sample_id, sample_rows
 __all__ = [
     "FORMATS",
     "ROLES",
+    "SCHEMAS",
     "Columns",
     "Dataset",
     "InvalidRecordsError",
@@ -42,6 +45,7 @@ __all__ = [
     "detect_format",
     "invalid_sample_id",
     "messages_json",
+    "parse_chat",
     "parse_messages",
     "parse_record",
     "prompt_id_of",

@@ -17,7 +17,7 @@ from typing import Any
 from pvdata.samples.records import Message
 
 SAMPLE_ID_LENGTH = 16
-FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet", "hf")
+FORMATS: tuple[str, ...] = ("jsonl", "json", "csv", "parquet", "hf", "hub")
 
 
 def canonical_messages(prompt: Sequence[Message], answer: str) -> list[dict[str, str]]:
@@ -66,12 +66,15 @@ class Record:
 
 @dataclass
 class Sample:
-    """A distinct chat: the prompt (everything before the last assistant turn) and that answer."""
+    """A distinct chat: the prompt (everything before the last assistant turn) and that answer.
+
+    notes: what reading its records left out (tool calls, tool results, non-text parts), once each."""
 
     sample_id: str
     prompt: tuple[Message, ...]
     answer: str
     lines: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_copies(self) -> int:
@@ -137,20 +140,21 @@ def build_dataset(
     source: str,
     fmt: str,
     dataset_id: str,
-    parsed: Sequence[tuple[int, str, tuple[tuple[Message, ...], str] | None, str | None]],
+    parsed: Sequence[tuple[int, str, tuple[tuple[Message, ...], str, tuple[str, ...]] | None, str | None]],
 ) -> Dataset:
-    """Records and deduplicated samples from (line, raw, (prompt, answer) or None, error) in order."""
+    """Records and deduplicated samples from (line, raw, (prompt, answer, notes) or None, error)."""
     records: list[Record] = []
     samples: dict[str, Sample] = {}
     for index, (line, raw, chat, error) in enumerate(parsed):
         if chat is None:
             records.append(Record(index, line, raw, None, error or "invalid record"))
             continue
-        prompt, answer = chat
+        prompt, answer, notes = chat
         sid = sample_id_of(prompt, answer)
         sample = samples.get(sid)
         if sample is None:
             sample = samples[sid] = Sample(sid, prompt, answer)
         sample.lines.append(line)
+        sample.notes.extend(n for n in notes if n not in sample.notes)
         records.append(Record(index, line, raw, sid))
     return Dataset(source, fmt, dataset_id, records, list(samples.values()))

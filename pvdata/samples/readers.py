@@ -1,4 +1,7 @@
-"""Readers: JSONL (the research format), CSV, Parquet and local HF datasets -> a `Dataset`.
+"""Readers: JSONL (the research format), JSON arrays, CSV, Parquet, HF datasets (folders or hub ids).
+
+Each record may be in any record format of `pvdata.samples.formats` (messages, ShareGPT, Alpaca,
+prompt/answer), told from its fields unless --format names one.
 
 Every reader keeps going past a bad record (so one pass finds them all) and records why it is bad;
 `check_invalid` then turns them into one error naming file and lines, unless the caller skips them.
@@ -13,17 +16,26 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError, DataError
 from pvdata.samples.dataset import FORMATS, Dataset, build_dataset
-from pvdata.samples.records import Columns, Message, RecordError, parse_record
+from pvdata.samples.formats import Chat, check_columns, parse_chat, split_format
+from pvdata.samples.hub import hub_rows, is_hub_id
+from pvdata.samples.records import Columns, RecordError
 
-Parsed = tuple[int, str, tuple[tuple[Message, ...], str] | None, str | None]
+Parsed = tuple[int, str, Chat | None, str | None]
 
-SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 MAX_LISTED = 10
 
 
@@ -35,7 +47,7 @@ class InvalidRecordsError(DataError):
         lines = [f"  {dataset.source}:{r.line}: {r.error}" for r in bad[:MAX_LISTED]]
         if len(bad) > MAX_LISTED:
             lines.append(f"  ... and {len(bad) - MAX_LISTED} more")
-        what = "line" if dataset.format in ("jsonl", "csv") else "row"
+        what = "line" if dataset.format in ("jsonl", "json", "csv") else "row"
         super().__init__(
             f"{len(bad)} invalid record(s) of {dataset.n_records} in {dataset.source} ({what} numbers):\n"
             + "\n".join(lines)
@@ -46,18 +58,18 @@ class InvalidRecordsError(DataError):
 
 
 def detect_format(path: Path, fmt: str | None = None) -> str:
-    """--format if given, else from the suffix; a folder is a `datasets.save_to_disk` dataset."""
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise ConfigError(f"--format {fmt!r} is not valid: valid formats are {', '.join(FORMATS)}")
-        return fmt
+    """The file format from --format, else from the suffix; a folder is a `datasets.save_to_disk`
+    dataset. (A `.json` file is then told apart by its content: an array, or JSON Lines.)"""
+    container, _ = split_format(fmt, FORMATS)
+    if container is not None:
+        return container
     if path.is_dir():
         return "hf"
     found = SUFFIXES.get(path.suffix.lower())
     if found is None:
         raise ConfigError(
-            f"cannot tell the format of {path} from its suffix {path.suffix!r}: use .jsonl, .csv, .parquet, "
-            f"a folder written by datasets' save_to_disk, or pass --format ({', '.join(FORMATS)})"
+            f"cannot tell the format of {path} from its suffix {path.suffix!r}: use .jsonl, .json, .csv, "
+            f".parquet, a folder written by datasets' save_to_disk, or pass --format ({', '.join(FORMATS)})"
         )
     return found
 
@@ -83,22 +95,34 @@ def read_dataset(
     columns: Columns | None = None,
     hf_split: str | None = None,
 ) -> Dataset:
-    """Read every record of a dataset file or folder; invalid records carry their reason."""
+    """Read every record of a dataset file, folder or hub id; invalid records carry their reason."""
     columns = columns or Columns()
+    container, schema = split_format(fmt, FORMATS)
+    if (container == "hub" or not Path(path).expanduser().exists()) and is_hub_id(str(path)):
+        names, rows, dataset_id = hub_rows(str(path), hf_split)
+        parsed = _rows((str(path), names, rows), columns, schema)
+        return build_dataset(str(path), "hub", dataset_id, parsed)
     p = Path(path).expanduser()
     if not p.exists():
-        raise ConfigError(f"dataset {p} not found: give a .jsonl, .csv or .parquet file or a datasets folder")
+        raise ConfigError(
+            f"dataset {p} not found: give a .jsonl, .json, .csv or .parquet file, a datasets folder, or a "
+            "Hugging Face hub id owner/name"
+        )
     kind = detect_format(p, fmt)
     dataset_id = content_hash(p)
     source = str(p.resolve())
-    if kind == "jsonl":
-        parsed = list(_jsonl(p, columns))
+    if kind == "json":
+        kind, parsed = _json(p, columns, schema)
+    elif kind == "jsonl":
+        parsed = list(_jsonl(p, columns, schema))
     elif kind == "csv":
-        parsed = list(_csv(p, columns))
+        parsed = list(_csv(p, columns, schema))
     elif kind == "parquet":
-        parsed = _rows(_parquet_rows(p), columns)
+        parsed = _rows(_parquet_rows(p), columns, schema)
+    elif kind == "hf":
+        parsed = _rows(_hf_rows(p, hf_split), columns, schema)
     else:
-        parsed = _rows(_hf_rows(p, hf_split), columns)
+        raise ConfigError(f"--format hub needs a Hugging Face hub id owner/name, got the local path {p}")
     return build_dataset(source, kind, dataset_id, parsed)
 
 
@@ -109,14 +133,90 @@ def check_invalid(dataset: Dataset, skip_invalid: bool) -> None:
         raise InvalidRecordsError(dataset)
 
 
-def _parse(obj: Any, columns: Columns) -> tuple[tuple[tuple[Message, ...], str] | None, str | None]:
+def _parse(obj: Any, columns: Columns, schema: str | None) -> tuple[Chat | None, str | None]:
     try:
-        return parse_record(obj, columns), None
+        return parse_chat(obj, columns, schema), None
     except RecordError as exc:
         return None, str(exc)
 
 
-def _jsonl(path: Path, columns: Columns) -> Iterator[Parsed]:
+def _json(path: Path, columns: Columns, schema: str | None) -> tuple[str, list[Parsed]]:
+    """A `.json` file: a JSON array of records (first non-space character `[`), else JSON Lines."""
+    if not is_json_array(path):
+        parsed = list(_jsonl(path, columns, schema))
+        if len(parsed) > 1 and parsed[0][3] is not None and parsed[0][3].startswith("invalid JSON"):
+            _refuse_one_object(path)
+        return "jsonl", parsed
+    out: list[Parsed] = []
+    for line, obj in json_array_items(path):
+        chat, error = _parse(obj, columns, schema)
+        out.append((line, json.dumps(obj, ensure_ascii=False), chat, error))
+    return "json", out
+
+
+def _refuse_one_object(path: Path) -> None:
+    """A pretty-printed single JSON object is neither JSON Lines nor an array: say so once."""
+    try:
+        whole = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return  # not one object either: the per-line errors stand
+    if isinstance(whole, dict):
+        keys = ", ".join(map(str, whole)) or "none"
+        raise DataError(
+            f"{path}:1: holds one JSON object spread over several lines (keys: {keys}), not JSON Lines "
+            "(one record per line) or a JSON array of records ([{...}, {...}])"
+        )
+
+
+def is_json_array(path: Path) -> bool:
+    """Whether the file's first non-space character is `[` (a JSON array, not JSON Lines)."""
+    with path.open("rb") as fh:
+        head = fh.read(4096).decode("utf-8", errors="replace")
+    return head.lstrip("\ufeff \t\r\n").startswith("[")
+
+
+def json_array_items(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line it starts on, value) of each element of a top-level JSON array; a syntax error stops the
+    read (no later element can be found) and names file, line and column."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    decoder = json.JSONDecoder()
+
+    def skip_space(i: int) -> int:
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def fail(i: int, what: str) -> DataError:
+        n = text.count("\n", 0, i) + 1
+        col = i - (text.rfind("\n", 0, i) + 1) + 1
+        return DataError(f"{path}:{n}: not a valid JSON array of records ({what} at column {col})")
+
+    at = skip_space(text.index("[") + 1)
+    line, counted = 1, 0
+    if at < len(text) and text[at] == "]":
+        return
+    while True:
+        line += text.count("\n", counted, at)
+        counted = at
+        try:
+            obj, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as exc:
+            raise fail(exc.pos, exc.msg) from None
+        yield line, obj
+        at = skip_space(end)
+        if at < len(text) and text[at] == "]":
+            if skip_space(at + 1) != len(text):
+                raise fail(skip_space(at + 1), "text after the closing ']'")
+            return
+        if at >= len(text) or text[at] != ",":
+            raise fail(at, "expected ',' or ']'")
+        at = skip_space(at + 1)
+
+
+def _jsonl(path: Path, columns: Columns, schema: str | None = None) -> Iterator[Parsed]:
     """One record per non-blank line; the raw line text is kept byte for byte (surrogateescape)."""
     data = path.read_bytes()
     lines = data.split(b"\n")
@@ -137,11 +237,11 @@ def _jsonl(path: Path, columns: Columns) -> Iterator[Parsed]:
         except json.JSONDecodeError as exc:
             yield number, raw, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
             continue
-        chat, error = _parse(obj, columns)
+        chat, error = _parse(obj, columns, schema)
         yield number, raw, chat, error
 
 
-def _csv(path: Path, columns: Columns) -> Iterator[Parsed]:
+def _csv(path: Path, columns: Columns, schema: str | None = None) -> Iterator[Parsed]:
     """A header row, then one record per row; `line` is where the row starts (quoted cells may span lines)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -150,7 +250,7 @@ def _csv(path: Path, columns: Columns) -> Iterator[Parsed]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, [])
-        _check_columns(path, header, columns)
+        check_columns(str(path), header, columns, schema)
         previous_end = reader.line_num
         for cells in reader:
             start, previous_end = previous_end + 1, reader.line_num
@@ -164,22 +264,13 @@ def _csv(path: Path, columns: Columns) -> Iterator[Parsed]:
             raw = json.dumps(row, ensure_ascii=False)
             if row.get(columns.system) == "":
                 del row[columns.system]  # an empty cell is no system prompt (CSV has no null)
-            chat, error = _parse(row, columns)
+            chat, error = _parse(row, columns, schema)
             yield start, raw, chat, error
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
 
 
-def _check_columns(path: Path, names: Sequence[str], columns: Columns) -> None:
-    if columns.messages in names or (columns.prompt in names and columns.answer in names):
-        return
-    raise DataError(
-        f"{path}: no '{columns.messages}' column and no '{columns.prompt}' + '{columns.answer}' columns; "
-        f"its columns are: {', '.join(names) or 'none'} (name them with --prompt-column/--answer-column)"
-    )
-
-
-def _parquet_rows(path: Path) -> tuple[Path, list[str], Iterator[dict[str, Any]]]:
+def _parquet_rows(path: Path) -> tuple[str, list[str], Iterator[dict[str, Any]]]:
     import pyarrow.parquet as pq
 
     try:
@@ -191,10 +282,10 @@ def _parquet_rows(path: Path) -> tuple[Path, list[str], Iterator[dict[str, Any]]
         for batch in pf.iter_batches(batch_size=4096):
             yield from batch.to_pylist()
 
-    return path, list(pf.schema_arrow.names), rows()
+    return str(path), list(pf.schema_arrow.names), rows()
 
 
-def _hf_rows(path: Path, split: str | None) -> tuple[Path, list[str], Iterator[dict[str, Any]]]:
+def _hf_rows(path: Path, split: str | None) -> tuple[str, list[str], Iterator[dict[str, Any]]]:
     try:
         import datasets
     except ImportError:
@@ -220,15 +311,17 @@ def _hf_rows(path: Path, split: str | None) -> tuple[Path, list[str], Iterator[d
         if split is not None:
             raise ConfigError(f"{path} is a single dataset, not a DatasetDict: drop --hf-split")
         ds = loaded
-    return path, list(ds.column_names), iter(ds)
+    return str(path), list(ds.column_names), iter(ds)
 
 
-def _rows(source: tuple[Path, list[str], Iterator[dict[str, Any]]], columns: Columns) -> list[Parsed]:
-    path, names, rows = source
-    _check_columns(path, names, columns)
+def _rows(
+    source: tuple[str, list[str], Iterator[dict[str, Any]]], columns: Columns, schema: str | None
+) -> list[Parsed]:
+    where, names, rows = source
+    check_columns(where, names, columns, schema)
     out: list[Parsed] = []
     for number, row in enumerate(rows, start=1):
         raw = json.dumps(row, ensure_ascii=False, default=str)
-        chat, error = _parse(row, columns)
+        chat, error = _parse(row, columns, schema)
         out.append((number, raw, chat, error))
     return out

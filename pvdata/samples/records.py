@@ -40,13 +40,28 @@ class Columns:
     messages: str = "messages"
 
 
-def _text(value: Any, field: str) -> str:
+def text_field(value: Any, field: str) -> str:
+    """A non-empty string, else a RecordError naming the field."""
     if value is None:
         raise RecordError("is missing or null; give a non-empty string", field)
     if not isinstance(value, str):
         raise RecordError(f"must be a string, got {type(value).__name__}", field)
     if not value.strip():
         raise RecordError("is empty; give the text of the turn", field)
+    return value
+
+
+def as_list(value: Any, field: str, of: str) -> Sequence[Any]:
+    """A non-empty list; CSV cells and string columns hold it as JSON text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"is not a JSON list of {of} ({exc.msg})", field) from None
+    if isinstance(value, Mapping) or not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        raise RecordError(f"must be a list of {of}", field)
+    if not value:
+        raise RecordError("is an empty list; give at least a user and an assistant turn", field)
     return value
 
 
@@ -57,16 +72,8 @@ def parse_messages(value: Any, field: str = "messages") -> tuple[tuple[Message, 
     content, a system turn only first, at least one assistant turn, a user turn right before the last
     assistant turn, and nothing after it (the answer must end the chat).
     """
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)  # CSV cells and string columns hold the list as JSON text
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"is not a JSON list of messages ({exc.msg})", field) from None
-    if isinstance(value, Mapping) or not isinstance(value, Sequence) or isinstance(value, bytes):
-        raise RecordError("must be a list of {role, content} objects", field)
-    if not value:
-        raise RecordError("is an empty list; give at least a user and an assistant turn", field)
-    messages: list[Message] = []
+    value = as_list(value, field, "{role, content} objects")
+    turns: list[Turn] = []
     for k, msg in enumerate(value):
         at = f"{field}[{k}]"
         if not isinstance(msg, Mapping):
@@ -74,24 +81,42 @@ def parse_messages(value: Any, field: str = "messages") -> tuple[tuple[Message, 
         role = msg.get("role")
         if role not in ROLES:
             raise RecordError(f"is {role!r}: valid roles are {', '.join(ROLES)}", f"{at}.role")
-        content = _text(msg.get("content"), f"{at}.content")
-        if role == "system" and k != 0:
-            raise RecordError("a system turn may only come first", f"{at}.role")
-        messages.append({"role": str(role), "content": content})
-    last = max((k for k, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+        turns.append(Turn(at, str(role), text_field(msg.get("content"), f"{at}.content")))
+    return split_chat(turns, field)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One checked turn of a chat; `at` names where it came from (messages[2], conversations[0]...)."""
+
+    at: str
+    role: str
+    content: str
+
+
+def split_chat(turns: Sequence[Turn], field: str) -> tuple[tuple[Message, ...], str]:
+    """(prompt messages, answer) of checked turns, with the chat rules of `parse_messages`; errors name
+    each turn by its own `at`, so a format that drops or renames turns still points at the input."""
+    if not turns:
+        raise RecordError("holds no turns; give at least a user and an assistant turn", field)
+    for k, turn in enumerate(turns):
+        if turn.role == "system" and k != 0:
+            raise RecordError("a system turn may only come first", f"{turn.at}.role")
+    last = max((k for k, t in enumerate(turns) if t.role == "assistant"), default=None)
     if last is None:
         raise RecordError("has no assistant turn: the answer to screen is the last assistant message", field)
-    if last != len(messages) - 1:
+    if last != len(turns) - 1:
         raise RecordError(
-            f"has a {messages[-1]['role']} turn after the last assistant turn: the answer must end the chat",
-            f"{field}[{len(messages) - 1}]",
+            f"has a {turns[-1].role} turn after the last assistant turn: the answer must end the chat",
+            turns[-1].at,
         )
-    if last == 0 or messages[last - 1]["role"] != "user":
-        before = "nothing" if last == 0 else f"a {messages[last - 1]['role']} turn"
+    if last == 0 or turns[last - 1].role != "user":
+        before = "nothing" if last == 0 else f"a {turns[last - 1].role} turn"
         raise RecordError(
-            f"the last assistant turn follows {before}: it must answer a user turn", f"{field}[{last}]"
+            f"the last assistant turn follows {before}: it must answer a user turn", turns[last].at
         )
-    return tuple(messages[:last]), messages[last]["content"]
+    prompt = tuple({"role": t.role, "content": t.content} for t in turns[:last])
+    return prompt, turns[last].content
 
 
 def parse_record(obj: Any, columns: Columns = Columns()) -> tuple[tuple[Message, ...], str]:
@@ -115,11 +140,11 @@ def parse_record(obj: Any, columns: Columns = Columns()) -> tuple[tuple[Message,
             f"missing field '{columns.messages}' (or '{columns.prompt}' and '{columns.answer}'); "
             f"the record has keys: {keys}"
         )
-    prompt = _text(obj.get(columns.prompt), columns.prompt)
-    answer = _text(obj.get(columns.answer), columns.answer)
+    prompt = text_field(obj.get(columns.prompt), columns.prompt)
+    answer = text_field(obj.get(columns.answer), columns.answer)
     system = obj.get(columns.system)
     msgs: list[Message] = []
     if system is not None and not (isinstance(system, str) and not system.strip()):
-        msgs.append({"role": "system", "content": _text(system, columns.system)})
+        msgs.append({"role": "system", "content": text_field(system, columns.system)})
     msgs.append({"role": "user", "content": prompt})
     return tuple(msgs), answer

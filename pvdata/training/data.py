@@ -1,4 +1,5 @@
-"""Training data: research-code `messages` JSONL in, token ids with an assistant-only label mask out.
+"""Training data: `messages` JSONL (or ShareGPT / Alpaca / JSON arrays) in, token ids with an
+assistant-only label mask out.
 
 Each assistant turn is tokenised the way the model meets it at inference: the chat-templated prompt
 up to and including the generation prompt (no special tokens added again), then the answer tokenised
@@ -24,6 +25,7 @@ from typing import Any
 from pvdata.errors import DataError
 
 ROLES = ("system", "user", "assistant")
+OTHER_FORMAT_FIELDS = ("conversations", "instruction", "prompt", "answer")  # ShareGPT, Alpaca, pairs
 
 
 @dataclass(frozen=True)
@@ -72,24 +74,54 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_samples(path: str | Path) -> list[Sample]:
-    """Parse a JSONL file of {"messages": [{"role", "content"}, ...]}; errors name file, line and field."""
+    """Parse a JSONL file (or a `.json` array) of chats; errors name file, line and field.
+
+    A record is {"messages": [{"role", "content"}, ...]}, or any text-only record format the screen
+    reads (ShareGPT `conversations`, Alpaca `instruction`/`input`/`output`, `prompt`/`answer`).
+    """
+    from pvdata.samples.readers import is_json_array, json_array_items
+
     p = Path(path)
     if not p.is_file():
         raise DataError(f"training data {p} does not exist")
     out: list[Sample] = []
-    with p.open(encoding="utf-8") as f:
-        for n, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            where = f"{p}:{n}"
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            out.append(Sample(_check_messages(obj, where), n))
+    if p.suffix.lower() == ".json" and is_json_array(p):
+        for n, obj in json_array_items(p):
+            out.append(Sample(_chat(obj, f"{p}:{n}"), n))
+    else:
+        with p.open(encoding="utf-8") as f:
+            for n, text in enumerate(f, start=1):
+                if not text.strip():
+                    continue
+                where = f"{p}:{n}"
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                out.append(Sample(_chat(obj, where), n))
     if not out:
         raise DataError(f"training data {p} holds no samples (one JSON object per line expected)")
     return out
+
+
+def _chat(obj: Any, where: str) -> tuple[Mapping[str, str], ...]:
+    """A `messages` record as it is (every turn trains); another record format through the screen's
+    parsers, refused when converting it would leave something out (tool calls, non-text parts)."""
+    if not isinstance(obj, dict) or not any(k in obj for k in OTHER_FORMAT_FIELDS):
+        return _check_messages(obj, where)
+    from pvdata.samples.dataset import canonical_messages
+    from pvdata.samples.formats import parse_chat
+    from pvdata.samples.records import RecordError
+
+    try:
+        prompt, answer, notes = parse_chat(obj)
+    except RecordError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    if notes:
+        raise DataError(
+            f"{where}: pvdata trains text chats only, and this record would lose: {'; '.join(notes)}"
+        )
+    return tuple(canonical_messages(prompt, answer))
 
 
 def _check_messages(obj: Any, where: str) -> tuple[Mapping[str, str], ...]:
