@@ -16,6 +16,7 @@ __all__ = [
     "__version__",
     "capture_activations",
     "connect",
+    "data_path",
     "generate",
     "load_model",
     "run_screen",
@@ -32,6 +33,7 @@ _LAZY = {
     "ScreenConfig": ("pvdata.pipelines.screen", "ScreenConfig"),
     "run_screen": ("pvdata.pipelines.screen", "run_screen"),
     "connect": ("pvdata.warehouse", "connect"),
+    "data_path": ("pvdata.bundled", "data_path"),
 }
 
 

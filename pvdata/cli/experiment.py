@@ -7,10 +7,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pvdata.bundled import TRAINING_DIR
 from pvdata.cli.options import add_warehouse_option, parse_int_list, warehouse_root
 from pvdata.experiments.report import summary_lines
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TRAIN_CONFIG = "training/smollm2-135m-cpu.yaml"
 
 
@@ -143,7 +143,7 @@ def _common(args: argparse.Namespace) -> Any:
     train_config = args.train_config
     if train_config is None:
         local = Path(DEFAULT_TRAIN_CONFIG)
-        train_config = str(local if local.is_file() else PROJECT_ROOT / DEFAULT_TRAIN_CONFIG)
+        train_config = str(local if local.is_file() else TRAINING_DIR / Path(DEFAULT_TRAIN_CONFIG).name)
     return Common(
         model=args.model,
         layer=args.layer,

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from pvdata.bundled import TRAITS_DIR
 from pvdata.errors import ConfigError
 from pvdata.traits.schema import (
     Problem,
@@ -27,7 +28,7 @@ from pvdata.traits.schema import (
 )
 
 TRAITS_PATH_ENV = "PVDATA_TRAITS_PATH"
-BUNDLED_DIR = Path(__file__).resolve().parents[2] / "traits"
+BUNDLED_DIR = TRAITS_DIR  # traits/ of the checkout, or its copy inside an installed wheel
 SUFFIXES = (".yaml", ".yml")
 HASH_CHARS = 8
 FILE_HEADER = (
