@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threshold", type=float, default=50.0, help="trait score threshold of the filter")
     p.add_argument("--coherence-min", type=float, default=50.0)
-    p.add_argument("--layers", default=None, help="layers to capture, e.g. 10-20 (default: all)")
+    p.add_argument(
+        "--layers", default=None, help="layers to capture, e.g. 10-20 (default: all, 0 (embeddings) to L)"
+    )
     p.add_argument("--poolings", default="prompt_avg,response_avg,prompt_last")
     p.add_argument("--activation-dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch")

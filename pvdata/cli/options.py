@@ -28,7 +28,26 @@ def warehouse_root(value: str | None) -> str:
     from pvdata.warehouse.store import check_credentials
 
     check_credentials(root)
+    flag = "--warehouse" if value else "$PVDATA_WAREHOUSE" if os.environ.get("PVDATA_WAREHOUSE") else ""
+    check_not_a_file(root, flag)
     return root
+
+
+def check_not_a_file(root: str, flag: str = "--warehouse") -> None:
+    """A warehouse is a folder: a path that is an existing regular file is refused before anything runs
+    (otherwise a command could compute for minutes and then fail to write its first run)."""
+    from pvdata.errors import ConfigError
+    from pvdata.warehouse.store import split_scheme
+
+    scheme, rest = split_scheme(root)
+    if scheme not in (None, "file"):
+        return  # an object store URI: checked when it is opened
+    path = Path(rest if scheme == "file" else root).expanduser()
+    if path.is_file():
+        where = f"{flag} {root}" if flag else f"warehouse {root}"
+        raise ConfigError(
+            f"{where} is a file, not a folder: give a warehouse folder (it is created if missing) or a URI"
+        )
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:

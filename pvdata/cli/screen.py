@@ -51,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--layers",
         dest="layer",
         default=None,
-        help="layer(s), e.g. 15 or 12,15 or 10-20 (default: the best layer of the latest evaluate run of "
-        "the trait, else the vector's layer nearest half the model's depth)",
+        help="layer(s), e.g. 15 or 12,15 or 10-20 (default: the best layer of the latest `pvdata evaluate` "
+        "of the trait on --model when the vector has it, else the vector's layer nearest 0.75 of the "
+        "model's depth, e.g. 23 of 30 blocks; the summary says which and why)",
     )
     p.add_argument(
         "--method",

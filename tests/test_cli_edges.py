@@ -1,0 +1,259 @@
+"""CLI rough edges a new user hits: `| head`, --debug anywhere, a file as --warehouse, flag help and
+names in messages, `pvdata sql --format parquet`, `pvdata runs list` width, vectors of another model."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pvdata.cli.main import build_parser, main
+from pvdata.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    env.pop("PVDATA_WAREHOUSE", None)
+    return env
+
+
+def _pvdata(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pvdata.cli.main", *args]
+
+
+def _subparsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, parser) of every subcommand at every level."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield (*path, name), child
+                yield from _subparsers(child, (*path, name))
+
+
+def _vector(model_id: str, width: int = 64, trait: str = "evil", seed: int = 0):
+    """A response_avg vector of a 4-block model at layers 1..4 (tiny-random-* have width 64)."""
+    import torch
+
+    from pvdata.vectors import PersonaVector
+
+    values = torch.zeros(5, width)
+    values[1:] = torch.randn(4, width, generator=torch.Generator().manual_seed(seed))
+    return PersonaVector(
+        trait=trait,
+        model_id=model_id,
+        values=values,
+        pooling="response_avg",
+        method="mean_diff",
+        n_pos=4,
+        n_neg=4,
+        layers=(1, 2, 3, 4),
+    )
+
+
+# -- 1. a reader that closes the pipe early ------------------------------------------------------------
+
+
+def test_output_into_a_pipe_closed_early_is_no_traceback(tmp_path):
+    """`pvdata sql ... | head -1`: far more output than a pipe holds, the reader leaves after one line."""
+    wh = tmp_path / "wh"
+    wh.mkdir()
+    query = "SELECT range AS n FROM range(300000)"
+    proc = subprocess.Popen(
+        _pvdata("sql", query, "--format", "csv", "--warehouse", str(wh)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -1` does
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=120)
+    assert first == b"n\n"
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
+    assert code == 141  # 128 + SIGPIPE, as a shell reports `yes | head`: the output was cut
+
+
+def test_the_shell_pipeline_to_head(tmp_path):
+    """The same through a real shell: `pvdata sql ... | head -1` with pipefail."""
+    wh = tmp_path / "wh"
+    wh.mkdir()
+    cmd = " ".join(_pvdata("sql", "'SELECT * FROM range(300000)'", "--format", "csv", "--warehouse", str(wh)))
+    done = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {cmd} | head -1"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+    assert done.stdout == "range\n" and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 141
+
+
+def test_a_closed_stdout_does_not_stop_the_work(tmp_path):
+    """With stdout already closed, a command still does all its work (here: writes a warehouse run)
+    and reports the cut output by its exit status only."""
+    wh = tmp_path / "wh"
+    vec_file = tmp_path / "evil.safetensors"
+    _vector(model_id="tiny-random-llama").save(vec_file)
+    proc = subprocess.Popen(
+        _pvdata("vectors", "import", str(vec_file), "--warehouse", str(wh)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err, err
+    from pvdata.warehouse import connect
+
+    rows = connect(wh).execute("SELECT kind, status FROM runs").fetchall()
+    assert rows == [("import", "succeeded")]
+
+
+def test_pipe_safe_stream_drops_writes_after_the_reader_left():
+    from pvdata.cli.pipes import PipeSafeStream
+
+    class Closed:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def write(self, text: str) -> int:
+            self.calls += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self) -> int:
+            raise OSError("no descriptor")
+
+    closed = Closed()
+    safe = PipeSafeStream(closed)  # type: ignore[arg-type]
+    assert safe.write("one\n") == 4 and safe.broken
+    safe.write("two\n")
+    safe.flush()
+    assert closed.calls == 1  # nothing is tried again once the pipe is known to be closed
+
+    class Full:
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        PipeSafeStream(Full()).write("x")  # type: ignore[arg-type]  # other errors are not hidden
+
+
+# -- 2. --debug before or after the subcommand ---------------------------------------------------------
+
+
+def test_debug_after_the_subcommand_too(tmp_path, capsys):
+    missing = str(tmp_path / "nowhere")
+    assert main(["runs", "list", "--warehouse", missing]) == 2
+    assert "error:" in capsys.readouterr().err
+    for argv in (
+        ["--debug", "runs", "list", "--warehouse", missing],
+        ["runs", "list", "--warehouse", missing, "--debug"],
+        ["runs", "--debug", "list", "--warehouse", missing],
+        ["sql", "SELECT 1", "--debug", "--warehouse", missing],
+    ):
+        with pytest.raises(Exception) as info:  # --debug: the exception itself, with its traceback
+            main(argv)
+        assert "does not exist" in str(info.value), argv
+
+
+def test_every_subcommand_takes_debug():
+    parser = build_parser()
+    for path, sub in _subparsers(parser):
+        assert "--debug" in sub._option_string_actions, path
+
+
+# -- 4. --warehouse that is a file -----------------------------------------------------------------------
+
+
+def test_every_warehouse_option_is_seen_by_the_shared_check():
+    """main checks args.warehouse before running a command: every --warehouse must land there."""
+    found = []
+    for path, sub in _subparsers(build_parser()):
+        action = sub._option_string_actions.get("--warehouse")
+        if action is not None:
+            assert action.dest == "warehouse", path
+            found.append(path[0])
+    assert {"screen", "extract", "sql", "runs", "judge", "train", "evaluate", "generate"} <= set(found)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sql", "SELECT 1"],
+        ["runs", "list"],
+        ["runs", "show", "abc"],
+        ["vectors", "list"],
+        ["screen", "no-such-data.jsonl", "--model", "tiny-random-llama"],
+        ["extract", "--trait", "evil", "--model", "tiny-random-llama"],
+        ["judge", "--run", "abc", "--judge", "none", "--coherence"],
+        ["generate", "--model", "tiny-random-llama", "--prompts", "no-such-prompts.jsonl"],
+    ],
+)
+def test_a_warehouse_that_is_a_file_is_one_clear_error(tmp_path, capsys, argv):
+    f = tmp_path / "warehouse.db"
+    f.write_text("not a warehouse")
+    assert main([*argv, "--warehouse", str(f)]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    (line,) = out.err.splitlines()
+    assert line == (
+        f"pvdata {argv[0]}: error: --warehouse {f} is a file, not a folder: give a warehouse folder "
+        "(it is created if missing) or a URI"
+    )
+    assert f.read_text() == "not a warehouse"
+
+
+def test_a_warehouse_file_from_the_environment(tmp_path, monkeypatch):
+    from pvdata.cli.options import warehouse_root
+
+    f = tmp_path / "wh"
+    f.write_text("")
+    monkeypatch.setenv("PVDATA_WAREHOUSE", str(f))
+    with pytest.raises(ConfigError, match=r"^\$PVDATA_WAREHOUSE .* is a file, not a folder"):
+        warehouse_root(None)
+    assert warehouse_root(str(tmp_path)) == str(tmp_path)  # a folder, given: fine
+    with pytest.raises(ConfigError, match="is a file"):
+        warehouse_root(f"file://{f}")
+
+
+# -- 6. --layer help states the real default -------------------------------------------------------------
+
+
+def _help(parser: argparse.ArgumentParser, flag: str) -> str:
+    return " ".join(str(parser._option_string_actions[flag].help).split())
+
+
+def test_layer_help_states_the_real_defaults():
+    from pvdata.pipelines.screen import DEFAULT_DEPTH
+
+    subs = dict(_subparsers(build_parser()))
+    screen = _help(subs[("screen",)], "--layer")
+    assert f"{DEFAULT_DEPTH:g} of the model's depth" in screen and "half" not in screen
+    target = int(DEFAULT_DEPTH * 30 + 0.5)
+    assert f"e.g. {target} of 30 blocks" in screen  # smollm2-135m: what the summary then reports
+    assert "default: all, 0 (embeddings) to L" in _help(subs[("extract",)], "--layers")
+    assert "default: none, only the unsteered baseline" in _help(subs[("evaluate",)], "--layers")
+    assert "L//2" in _help(subs[("train",)], "--layers")
+    assert "else L//2" in _help(subs[("train",)], "--monitor-layer")
+    assert "but 0" in _help(subs[("monitor",)], "--layers")
+    for path, sub in subs.items():
+        for flag in ("--layer", "--layers", "--monitor-layer"):
+            action = sub._option_string_actions.get(flag)
+            if action is not None and action.default is None and not action.required:
+                assert "default" in str(action.help), (path, flag)
