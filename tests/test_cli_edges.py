@@ -257,3 +257,136 @@ def test_layer_help_states_the_real_defaults():
             action = sub._option_string_actions.get(flag)
             if action is not None and action.default is None and not action.required:
                 assert "default" in str(action.help), (path, flag)
+
+
+# -- 7. pvdata sql --format parquet --output FILE --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
+    from warehouse_helpers import populate
+
+    root = tmp_path_factory.mktemp("sqlwh")
+    populate(root)
+    return root
+
+
+def test_sql_parquet_output_is_the_query_result(populated, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pvdata.warehouse import connect
+
+    out = tmp_path / "result.parquet"
+    query = "SELECT vector_id, layer, values, trait FROM vectors ORDER BY layer"
+    argv = ["sql", query, "--format", "parquet", "--output", str(out), "--warehouse", str(populated)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"wrote 2 row(s), 4 column(s) to {out}" in captured.err
+    table = pq.read_table(out)
+    expected = connect(populated).execute(query).fetchall()
+    assert table.num_rows == len(expected) == 2
+    got = list(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
+    assert [(v, layer, t) for v, layer, _, t in got] == [(v, layer, t) for v, layer, _, t in expected]
+    for (*_, values, _t), (*_, ref, _r) in zip(got, expected, strict=True):
+        assert values == pytest.approx(list(ref))
+    assert table.schema.field("layer").type == pa.int32()  # the warehouse's types, not text
+    assert table.schema.field("values").type.value_type == pa.float32()
+
+
+def test_sql_output_for_csv_too_and_parquet_errors(populated, tmp_path, capsys):
+    out = tmp_path / "n.csv"
+    q = "SELECT count(*) AS n FROM generations"
+    assert main(["sql", q, "--format", "csv", "-o", str(out), "--warehouse", str(populated)]) == 0
+    assert out.read_text() == "n\n30\n" and capsys.readouterr().out == ""
+    # parquet without --output: one line, nothing run, nothing printed
+    assert main(["sql", q, "--format", "parquet", "--warehouse", str(populated)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1
+    assert "--format parquet writes a file: add --output FILE.parquet" in captured.err
+    # a failing query or a missing folder writes nothing
+    bad = tmp_path / "bad.parquet"
+    assert main(["sql", "SELEC 1", "--format", "parquet", "-o", str(bad), "--warehouse", str(populated)]) == 2
+    assert not bad.exists() and list(tmp_path.glob(".bad.parquet.*")) == []
+    missing = tmp_path / "nope" / "x.parquet"
+    assert main(["sql", q, "--format", "parquet", "-o", str(missing), "--warehouse", str(populated)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# -- 8. pvdata runs list: 120 columns, what each run was about ----------------------------------------------
+
+LONG_DATASET = "customer_support_conversations_scraped_from_the_forum_2025_cleaned_v3.jsonl"
+
+
+@pytest.fixture(scope="module")
+def screened(tmp_path_factory, tiny_llama):
+    """A warehouse with a real screen (4 stages) on the tiny model, an imported vector of another trait
+    and a failed run with a long error."""
+    import json
+
+    from pvdata.pipelines.screen import ScreenConfig, run_screen
+    from pvdata.warehouse import Warehouse
+
+    tmp = tmp_path_factory.mktemp("runs")
+    data = tmp / LONG_DATASET
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"Q{i}?"},
+                        {"role": "assistant", "content": f"A {i}"},
+                    ]
+                }
+            )
+            + "\n"
+            for i in range(6)
+        )
+    )
+    vec = tmp / "evil.safetensors"
+    _vector(model_id="tiny-random-llama").save(vec)
+    root = tmp / "wh"
+    cfg = ScreenConfig(dataset=str(data), model="tiny-random-llama", vectors=[str(vec)], max_new_tokens=4)
+    run_screen(cfg, str(root), log=lambda _m: None, lm=tiny_llama)
+    other = tmp / "humorous.safetensors"
+    _vector(model_id="tiny-random-llama", trait="humorous", seed=1).save(other)
+    assert main(["vectors", "import", str(other), "--warehouse", str(root)]) == 0
+    wh = Warehouse(root)
+    with pytest.raises(RuntimeError), wh.run("judge", {"metric": "coherence", "generation_run_id": "x"}):
+        raise RuntimeError("the judge server answered 503 " + "Service Unavailable; " * 10 + "\nline two")
+    return root
+
+
+def test_runs_list_fits_120_columns_and_says_what_each_run_was_about(screened, capsys):
+    assert main(["runs", "list", "--warehouse", str(screened)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run_id", "status", "started", "secs", "model", "trait", "dataset"]
+    assert all(len(line) <= 120 for line in lines), max(lines, key=len)
+    rows = {line.split()[0]: line for line in lines[2:] if not line.startswith(" ")}
+    errors = [line for line in lines if line.startswith("    error: ")]
+    kinds = sorted(run_id.rsplit("-", 1)[0] for run_id in rows)
+    assert kinds == ["activations", "generate", "import", "import", "judge", "screen"]
+    (screen,) = [line for run_id, line in rows.items() if run_id.startswith("screen-")]
+    assert "tiny-random-llama" in screen and " evil " in screen
+    cut = screen.split()[-1]  # the long file name, cut with an ellipsis to fit
+    assert cut.endswith("…") and LONG_DATASET.startswith(cut[:-1]) and len(cut) >= 8
+    (failed,) = [line for run_id, line in rows.items() if run_id.startswith("judge-")]
+    assert "failed" in failed and " coherence " in failed
+    (error,) = errors  # on the line under the failed run, cut to fit
+    assert lines[lines.index(failed) + 1] == error
+    assert error.startswith("    error: RuntimeError: the judge server answered 503 Service Unavailable;")
+    assert len(error) == 120 and error.endswith("…") and "line two" not in error
+    humorous = [line for run_id, line in rows.items() if " humorous " in line]
+    assert len(humorous) == 1 and "humorous.safetensors" in humorous[0]
+
+
+def test_runs_list_csv_has_the_whole_values(screened, capsys):
+    import csv
+    import io
+
+    assert main(["runs", "list", "--format", "csv", "--warehouse", str(screened)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    by_kind = {r["kind"]: r for r in rows}
+    assert by_kind["screen"]["dataset"] == LONG_DATASET and by_kind["screen"]["trait"] == "evil"
+    assert by_kind["activations"]["dataset"] == LONG_DATASET  # a stage names its dataset by id only
+    assert by_kind["judge"]["error"].endswith("line two")
