@@ -390,3 +390,66 @@ def test_runs_list_csv_has_the_whole_values(screened, capsys):
     assert by_kind["screen"]["dataset"] == LONG_DATASET and by_kind["screen"]["trait"] == "evil"
     assert by_kind["activations"]["dataset"] == LONG_DATASET  # a stage names its dataset by id only
     assert by_kind["judge"]["error"].endswith("line two")
+
+
+# -- 3. a vector made on another model -------------------------------------------------------------------
+
+
+def _warnings(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("pvdata: warning:")]
+
+
+def test_another_models_vector_is_one_warning_naming_both(capsys):
+    v = _vector(model_id="tiny-random-llama", seed=7)
+    v.check_compatible(4, 64, "tiny-random-llama")
+    assert _warnings(capsys.readouterr().err) == []  # its own model: silent
+    for _ in range(3):  # every batch checks again: still one line
+        v.check_compatible(4, 64, "my-finetune/")
+    (line,) = _warnings(capsys.readouterr().err)
+    assert f"vector {v.vector_id} was extracted from model tiny-random-llama, not my-finetune/" in line
+    from pvdata.errors import VectorError
+
+    with pytest.raises(VectorError, match="has width 64 but model tiny-random-qwen2 has hidden size 32"):
+        v.check_compatible(4, 32, "tiny-random-qwen2")
+
+
+def test_screen_with_a_vector_of_another_model(tmp_path, capsys, tiny_qwen2):
+    import json
+
+    from pvdata.pipelines.screen import ScreenConfig, run_screen
+
+    data = tmp_path / "d.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": f"Q{i}"}, {"role": "assistant", "content": "A"}]}
+        for i in range(4)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    vec = tmp_path / "llama.safetensors"
+    v = _vector(model_id="tiny-random-llama", seed=11)
+    v.save(vec)
+    cfg = ScreenConfig(dataset=str(data), model="tiny-random-qwen2", vectors=[str(vec)], max_new_tokens=3)
+    result = run_screen(cfg, str(tmp_path / "wh"), log=lambda _m: None, lm=tiny_qwen2)
+    assert set(result.stage_runs) >= {"dataset_projections"} and result.run_id.startswith("screen-")
+    (line,) = _warnings(capsys.readouterr().err)
+    assert "tiny-random-llama" in line and "tiny-random-qwen2" in line and v.vector_id in line
+    # another width: refused, one clear line, exit 2
+    narrow = tmp_path / "narrow.safetensors"
+    _vector(model_id="some-other-model", width=32).save(narrow)
+    argv = ["screen", str(data), "--model", "tiny-random-qwen2", "--vector", str(narrow)]
+    assert main([*argv, "--warehouse", str(tmp_path / "wh2"), "--max-new-tokens", "3"]) == 2
+    (err,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+    assert err.startswith("pvdata screen: error: vector ") and "has width 32" in err
+    assert "model tiny-random-qwen2 has hidden size 64" in err
+
+
+def test_steering_with_a_vector_of_another_model(tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"question": "Hi?"}\n')
+    vec = tmp_path / "llama.safetensors"
+    v = _vector(model_id="tiny-random-llama", seed=12)
+    v.save(vec)
+    argv = ["generate", "--model", "tiny-random-qwen2", "--prompts", str(prompts), "--vector", str(vec)]
+    argv += ["--layers", "2", "--max-new-tokens", "2", "--warehouse", str(tmp_path / "wh")]
+    assert main(argv) == 0
+    (line,) = _warnings(capsys.readouterr().err)
+    assert f"{v.vector_id} was extracted from model tiny-random-llama, not tiny-random-qwen2" in line
