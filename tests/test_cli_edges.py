@@ -453,3 +453,73 @@ def test_steering_with_a_vector_of_another_model(tmp_path, capsys):
     assert main(argv) == 0
     (line,) = _warnings(capsys.readouterr().err)
     assert f"{v.vector_id} was extracted from model tiny-random-llama, not tiny-random-qwen2" in line
+
+
+# -- 5. the "too long" reason names a flag that exists -------------------------------------------------------
+
+
+def _named_flags(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"--[a-z][a-z-]+", text))
+
+
+def test_screen_max_length_skips_long_samples_and_the_reason_names_it(tmp_path, capsys):
+    import json
+
+    data = tmp_path / "d.jsonl"
+    answers = ["short.", " ".join(f"w{i}" for i in range(60)), "also short."]
+    rows = [
+        {"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": a}]}
+        for a in answers
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    vec = tmp_path / "evil.safetensors"
+    _vector(model_id="tiny-random-llama", seed=21).save(vec)
+    wh, out = tmp_path / "wh", tmp_path / "out"
+    argv = ["screen", str(data), "--model", "tiny-random-llama", "--vector", str(vec), "--method", "raw"]
+    argv += ["--top-k", "1", "--max-length", "40", "--warehouse", str(wh), "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    from pvdata.warehouse import connect
+
+    con = connect(wh)
+    (reason,) = con.execute("SELECT reason FROM screenings WHERE score IS NULL").fetchone()
+    assert "too long" in reason and "the limit is 40" in reason
+    screen_flags = set(dict(_subparsers(build_parser()))[("screen",)]._option_string_actions)
+    assert "--max-length" in _named_flags(reason) and _named_flags(reason) <= screen_flags
+    assert len((out / "unscreened.jsonl").read_text().splitlines()) == 1
+    (config,) = con.execute("SELECT config FROM runs WHERE kind = 'activations'").fetchone()
+    assert json.loads(config)["max_length"] == 40  # another limit is another run
+    assert main([*argv[:-6], "--max-length", "0", "--warehouse", str(wh)]) == 2
+    assert "--max-length 0 must be >= 1" in capsys.readouterr().err
+
+
+def test_extract_max_length_reaches_the_capture(tmp_path, tiny_llama):
+    import json
+
+    from pvdata.errors import PvdataError
+    from pvdata.pipelines.extract import ExtractConfig, run_extract
+    from pvdata.warehouse import connect
+
+    cfg = ExtractConfig(
+        trait="evil",
+        model="tiny-random-llama",
+        questions=1,
+        instructions=1,
+        n_per_question=1,
+        max_new_tokens=4,
+        judge="none",
+        layers=[2],
+        max_length=5,  # shorter than any rollout
+    )
+    with pytest.raises(PvdataError):  # nothing captured: no vector can be built
+        run_extract(cfg, str(tmp_path / "wh"), lm=tiny_llama, log=lambda _m: None)
+    con = connect(tmp_path / "wh", include_running=True)
+    (config, stats) = con.execute(
+        "SELECT config, stats FROM runs_all WHERE kind = 'activations' AND stats IS NOT NULL"
+    ).fetchone()
+    assert json.loads(config)["max_length"] == 5
+    assert "the limit is 5 (raise it with --max-length)" in stats
+    extract_flags = set(dict(_subparsers(build_parser()))[("extract",)]._option_string_actions)
+    assert "--max-length" in extract_flags

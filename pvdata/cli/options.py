@@ -67,6 +67,26 @@ def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = 
     )
 
 
+def add_max_length_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--max-length: the flag a skipped sample's "too long" reason names (screen, extract)."""
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help=f"{what} longer than this many tokens (prompt + answer) are skipped with the reason 'too long' "
+        "(default: the model's context length, max_position_embeddings)",
+    )
+
+
+def check_max_length(value: int | None) -> int | None:
+    from pvdata.errors import ConfigError
+
+    if value is not None and value < 1:
+        raise ConfigError(f"--max-length {value} must be >= 1 (tokens of prompt + answer)")
+    return value
+
+
 def parse_int_list(text: str, *, what: str) -> list[int]:
     """'1,2,5-8' -> [1, 2, 5, 6, 7, 8]; a clear error otherwise."""
     from pvdata.errors import ConfigError

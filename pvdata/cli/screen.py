@@ -6,6 +6,7 @@ import argparse
 
 from pvdata.cli.options import (
     add_executor_options,
+    add_max_length_option,
     add_model_options,
     add_warehouse_option,
     executor_kwargs,
@@ -99,6 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="samples per forward chunk (the resume unit); on a GPU use 512-1024 (docs/PERFORMANCE.md)",
     )
     p.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch")
+    add_max_length_option(p, "samples")
     p.add_argument("--force", action="store_true", help="recompute every step as new runs")
     add_executor_options(p)
     p.set_defaults(func=_run)
@@ -133,6 +135,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         layers_path=args.layers_path,
         token_budget=args.token_budget,
+        max_length=args.max_length,
         chunk_size=args.chunk_size,
         **executor_kwargs(args),
     )
