@@ -523,3 +523,51 @@ def test_extract_max_length_reaches_the_capture(tmp_path, tiny_llama):
     assert "the limit is 5 (raise it with --max-length)" in stats
     extract_flags = set(dict(_subparsers(build_parser()))[("extract",)]._option_string_actions)
     assert "--max-length" in extract_flags
+
+
+def test_a_screen_piped_into_head_finishes_every_stage(tmp_path):
+    """`pvdata screen ... 2>&1 | head -1`: the progress lines hit the closed pipe from the first stage on;
+    the screen still runs to the end and every stage's run succeeds."""
+    import json
+
+    data = tmp_path / "d.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": "A."}]}
+        for i in range(5)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    vec = tmp_path / "evil.safetensors"
+    _vector(model_id="tiny-random-llama", seed=31).save(vec)
+    wh = tmp_path / "wh"
+    argv = [
+        "screen",
+        str(data),
+        "--model",
+        "tiny-random-llama",
+        "--vector",
+        str(vec),
+        "--max-new-tokens",
+        "3",
+    ]
+    proc = subprocess.Popen(
+        _pvdata(*argv, "--warehouse", str(wh)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 141
+    assert first.startswith(b"[1/5]")
+    from pvdata.warehouse import connect
+
+    runs = connect(wh).execute("SELECT kind, status FROM runs ORDER BY kind").fetchall()
+    assert runs == [
+        ("activations", "succeeded"),
+        ("generate", "succeeded"),
+        ("import", "succeeded"),
+        ("screen", "succeeded"),
+    ]
+    assert (wh / "exports").is_dir() and list((wh / "exports").glob("*/summary.json"))

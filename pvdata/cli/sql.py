@@ -113,10 +113,12 @@ def run(args: argparse.Namespace) -> int:
 
     con = connect(warehouse_root(args.warehouse), include_running=args.include_running)
     table = None
+    columns: list[str] = []
+    rows: list[tuple[Any, ...]] = []
+    truncated = False
     try:
         if args.format == "parquet":
             table = execute_arrow(con, query)
-            columns, rows, truncated = [], [], False
         else:
             max_rows = args.max_rows if args.format == "table" and output is None else None
             columns, rows, truncated = execute(con, query, max_rows=max_rows)
