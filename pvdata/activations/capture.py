@@ -117,7 +117,7 @@ def _validate(
         elif not answer_ids and "response_avg" in poolings:
             errors.append("empty answer: response_avg needs at least one answer token")
         elif total > max_length:
-            errors.append(f"too long: {total} tokens, the limit is {max_length} (raise max_length)")
+            errors.append(f"too long: {total} tokens, the limit is {max_length} (raise it with --max-length)")
         else:
             errors.append(None)
     return errors

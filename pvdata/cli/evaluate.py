@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--coefs", default="0", help="steering coefficients, e.g. 0,1,2 or -2,0,2 (negative: away)"
     )
-    p.add_argument("--layers", default=None, help="layers to steer, one cell per layer x coef, e.g. 10,15,20")
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="layers to steer, one cell per layer x coef, e.g. 10,15,20 (default: none, only the unsteered "
+        "baseline; --vector needs it)",
+    )
     p.add_argument("--positions", choices=["response", "prompt", "all"], default="response")
     p.add_argument("--judge", default="none", help="openai:MODEL | hf:MODEL | none | scripted")
     p.add_argument("--questions", type=int, default=20)

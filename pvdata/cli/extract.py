@@ -6,8 +6,10 @@ import argparse
 
 from pvdata.cli.options import (
     add_executor_options,
+    add_max_length_option,
     add_model_options,
     add_warehouse_option,
+    check_max_length,
     executor_kwargs,
     parse_int_list,
     warehouse_root,
@@ -38,10 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threshold", type=float, default=50.0, help="trait score threshold of the filter")
     p.add_argument("--coherence-min", type=float, default=50.0)
-    p.add_argument("--layers", default=None, help="layers to capture, e.g. 10-20 (default: all)")
+    p.add_argument(
+        "--layers", default=None, help="layers to capture, e.g. 10-20 (default: all, 0 (embeddings) to L)"
+    )
     p.add_argument("--poolings", default="prompt_avg,response_avg,prompt_last")
     p.add_argument("--activation-dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch")
+    add_max_length_option(p, "rollouts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="recompute every step as new runs")
     add_executor_options(p)
@@ -71,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
         adapter=args.adapter,
         activation_dtype=args.activation_dtype,
         token_budget=args.token_budget,
+        max_length=check_max_length(args.max_length),
         **executor_kwargs(args),
     )
     cfg.resolved_filter()  # a bad judge/filter combination fails before any model loads

@@ -50,7 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     steer = parser.add_argument_group("steering (hf and vllm backends)")
     steer.add_argument("--vector", default=None, metavar="FILE", help="persona vector file to steer with")
-    steer.add_argument("--layers", default=None, help="layers to steer, e.g. 20 or 16,20 or 10-20")
+    steer.add_argument(
+        "--layers",
+        default=None,
+        help="layers to steer, e.g. 20 or 16,20 or 10-20 (no default: --vector needs it)",
+    )
     steer.add_argument("--coef", type=float, default=1.0, help="steering coefficient (mode add)")
     steer.add_argument("--positions", choices=POSITIONS, default="all")
     steer.add_argument("--mode", choices=MODES, default="add")

@@ -21,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--vector", default=None, help="vector file or warehouse id (default: the trait's latest vector)"
     )
-    p.add_argument("--layers", default=None, help="layers to project at (default: all of the vector's)")
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="layers to project at (default: all the vector's layers but 0, the embeddings)",
+    )
     p.add_argument(
         "--ladder",
         default=None,

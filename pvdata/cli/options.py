@@ -28,7 +28,26 @@ def warehouse_root(value: str | None) -> str:
     from pvdata.warehouse.store import check_credentials
 
     check_credentials(root)
+    flag = "--warehouse" if value else "$PVDATA_WAREHOUSE" if os.environ.get("PVDATA_WAREHOUSE") else ""
+    check_not_a_file(root, flag)
     return root
+
+
+def check_not_a_file(root: str, flag: str = "--warehouse") -> None:
+    """A warehouse is a folder: a path that is an existing regular file is refused before anything runs
+    (otherwise a command could compute for minutes and then fail to write its first run)."""
+    from pvdata.errors import ConfigError
+    from pvdata.warehouse.store import split_scheme
+
+    scheme, rest = split_scheme(root)
+    if scheme not in (None, "file"):
+        return  # an object store URI: checked when it is opened
+    path = Path(rest if scheme == "file" else root).expanduser()
+    if path.is_file():
+        where = f"{flag} {root}" if flag else f"warehouse {root}"
+        raise ConfigError(
+            f"{where} is a file, not a folder: give a warehouse folder (it is created if missing) or a URI"
+        )
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
@@ -46,6 +65,26 @@ def add_model_options(parser: argparse.ArgumentParser, *, default: str | None = 
         default=None,
         help="dotted path of the decoder blocks for architectures pvdata does not know (e.g. model.layers)",
     )
+
+
+def add_max_length_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--max-length: the flag a skipped sample's "too long" reason names (screen, extract)."""
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help=f"{what} longer than this many tokens (prompt + answer) are skipped with the reason 'too long' "
+        "(default: the model's context length, max_position_embeddings)",
+    )
+
+
+def check_max_length(value: int | None) -> int | None:
+    from pvdata.errors import ConfigError
+
+    if value is not None and value < 1:
+        raise ConfigError(f"--max-length {value} must be >= 1 (tokens of prompt + answer)")
+    return value
 
 
 def parse_int_list(text: str, *, what: str) -> list[int]:

@@ -45,8 +45,14 @@ def _rows(con: Any, query: str, params: list[Any] | None = None) -> list[dict[st
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
+TABLE_WIDTH = 120  # `runs list` lines fit a 120-column terminal
+TABLE_COLUMNS = ("run_id", "status", "started", "secs", "model", "trait", "dataset")
+# what gives up width first when a line is too long, and down to how much
+TABLE_FLEXIBLE = {"dataset": 20, "trait": 12, "model": 16}
+
+
 def run_list(args: argparse.Namespace) -> int:
-    from pvdata.warehouse.display import render
+    from pvdata.warehouse.display import fit_widths, format_table, render
     from pvdata.warehouse.reader import connect
     from pvdata.warehouse.schema import RUN_KINDS
 
@@ -71,18 +77,66 @@ def run_list(args: argparse.Namespace) -> int:
             + (f" LIMIT {int(args.limit)}" if args.limit > 0 else "")
         )
         rows = _rows(con, query, params)
+        about = _about(con) if rows else {}
     finally:
         con.close()
     for r in rows:
         r["status"] = _status(root, r)
+        r["trait"], r["dataset"] = about.get(r["run_id"], (None, None))
         if r["error"] and args.format == "table":
             r["error"] = r["error"].splitlines()[0]
     if not rows:
         print("no runs" + (" match" if args.kind or args.status else f" in warehouse {root}"))
         return 0
-    columns = list(rows[0])
-    print(render(args.format, columns, [tuple(r.values()) for r in rows]))
+    if args.format != "table":
+        columns = list(rows[0])
+        print(render(args.format, columns, [tuple(r.values()) for r in rows]))
+        return 0
+    # the run id starts with the kind; the year, attempt, end time and parents are in `runs show`
+    table = [
+        (
+            r["run_id"],
+            r["status"],
+            f"{r['started_at']:%m-%d %H:%M}" if r["started_at"] is not None else None,
+            r["seconds"],
+            r["model_id"] or "-",
+            r["trait"] or "-",
+            r["dataset"] or "-",
+        )
+        for r in rows
+    ]
+    caps = fit_widths(TABLE_COLUMNS, table, total=TABLE_WIDTH, flexible=TABLE_FLEXIBLE)
+    lines = format_table(TABLE_COLUMNS, table, caps=caps).splitlines()
+    out = lines[:2]
+    for r, line in zip(rows, lines[2:], strict=True):
+        out.append(line)
+        if r["error"]:  # a failed run's first error line, under its row where it has the room
+            out.append(_clip(f"    error: {r['error']}", TABLE_WIDTH))
+    print("\n".join(out))
     return 0
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _about(con: Any) -> dict[str, tuple[str | None, str | None]]:
+    """run_id -> (trait, dataset) of every run (parents too, which a stage may inherit them from)."""
+    import duckdb
+
+    from pvdata.warehouse.about import runs_about
+
+    runs = _rows(con, "SELECT run_id, config, stats, parent_run_ids FROM runs")
+    about = runs_about(runs)
+    try:  # vector imports name only the file: the trait is in the vectors they wrote
+        traits = dict(
+            con.execute(
+                "SELECT run_id, string_agg(DISTINCT trait, ',' ORDER BY trait) FROM vectors_all GROUP BY 1"
+            ).fetchall()
+        )
+    except duckdb.CatalogException:  # no vectors table in this warehouse
+        traits = {}
+    return {k: (v.trait or traits.get(k), v.dataset) for k, v in about.items()}
 
 
 def resolve_run_id(con: Any, text: str) -> str:

@@ -6,6 +6,7 @@ import argparse
 
 from pvdata.cli.options import (
     add_executor_options,
+    add_max_length_option,
     add_model_options,
     add_warehouse_option,
     executor_kwargs,
@@ -52,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--layers",
         dest="layer",
         default=None,
-        help="layer(s), e.g. 15 or 12,15 or 10-20 (default: the best layer of the latest evaluate run of "
-        "the trait, else the vector's layer nearest half the model's depth)",
+        help="layer(s), e.g. 15 or 12,15 or 10-20 (default: the best layer of the latest `pvdata evaluate` "
+        "of the trait on --model when the vector has it, else the vector's layer nearest 0.75 of the "
+        "model's depth, e.g. 23 of 30 blocks; the summary says which and why)",
     )
     p.add_argument(
         "--method",
@@ -110,6 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="samples per forward chunk (the resume unit); on a GPU use 512-1024 (docs/PERFORMANCE.md)",
     )
     p.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch")
+    add_max_length_option(p, "samples")
     p.add_argument("--force", action="store_true", help="recompute every step as new runs")
     add_executor_options(p)
     p.set_defaults(func=_run)
@@ -144,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         layers_path=args.layers_path,
         token_budget=args.token_budget,
+        max_length=args.max_length,
         chunk_size=args.chunk_size,
         **executor_kwargs(args),
     )

@@ -1,13 +1,19 @@
-"""`pvdata sql QUERY`: SQL over the warehouse views, printed as a table, CSV or JSON."""
+"""`pvdata sql QUERY`: SQL over the warehouse views, printed as a table, CSV or JSON, or written to a file
+(--output), also as Parquet with DuckDB's column types."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from pvdata.cli.options import add_warehouse_option, warehouse_root
 from pvdata.errors import ConfigError
+
+FORMATS = ("table", "csv", "json", "parquet")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-q",
         help="run a standard query from warehouse/queries (projection_vs_score, steering_sweep, ...)",
     )
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="output format (parquet needs --output; default: table)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        default=None,
+        help="write the result to FILE instead of printing it (written whole or not at all)",
+    )
     parser.add_argument(
         "--include-running",
         action="store_true",
@@ -59,20 +77,69 @@ def read_query(args: argparse.Namespace) -> str:
     return str(args.query)
 
 
+def check_output(fmt: str, output: str | None) -> Path | None:
+    """--output FILE: a file name in an existing folder; parquet is binary and is never printed."""
+    if output is None:
+        if fmt == "parquet":
+            raise ConfigError(
+                "--format parquet writes a file: add --output FILE.parquet (or use --format csv or json "
+                "to print the result)"
+            )
+        return None
+    path = Path(output).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--output {output} is a folder: give a file name, e.g. {path / 'result.parquet'}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--output {output}: folder {path.parent} does not exist")
+    return path
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """write(tmp_path) beside `path`, then rename: a failed write leaves no partial file."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp_name)
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
+    output = check_output(args.format, args.output)
     query = read_query(args)
     from pvdata.warehouse.display import render
-    from pvdata.warehouse.reader import connect, execute
+    from pvdata.warehouse.reader import connect, execute, execute_arrow
 
     con = connect(warehouse_root(args.warehouse), include_running=args.include_running)
+    table = None
+    columns: list[str] = []
+    rows: list[tuple[Any, ...]] = []
+    truncated = False
     try:
-        max_rows = args.max_rows if args.format == "table" else None
-        columns, rows, truncated = execute(con, query, max_rows=max_rows)
+        if args.format == "parquet":
+            table = execute_arrow(con, query)
+        else:
+            max_rows = args.max_rows if args.format == "table" and output is None else None
+            columns, rows, truncated = execute(con, query, max_rows=max_rows)
     finally:
         con.close()
+    if output is not None and args.format == "parquet":  # check_output: parquet always has --output
+        if table is None:
+            raise ConfigError("the query returns no result to write: give a SELECT for --format parquet")
+        import pyarrow.parquet as pq
+
+        _write_atomic(output, lambda tmp: pq.write_table(table, tmp))
+        print(f"wrote {table.num_rows} row(s), {table.num_columns} column(s) to {output}", file=sys.stderr)
+        return 0
     if not columns:
         return 0
-    print(render(args.format, columns, rows, max_width=args.max_width))
+    text = render(args.format, columns, rows, max_width=args.max_width)
+    if output is not None:
+        _write_atomic(output, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+        print(f"wrote {len(rows)} row(s) to {output}", file=sys.stderr)
+        return 0
+    print(text)
     if args.format == "table":
         note = f"({len(rows)} row{'s' if len(rows) != 1 else ''}"
         note += ", more not shown: raise --max-rows or use --format csv)" if truncated else ")"

@@ -32,7 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vector", default=None, help="vector file or warehouse id (default: the trait's latest)")
     p.add_argument("--coef", type=float, default=None, help="steering coefficient (needed with --steer)")
     p.add_argument(
-        "--layers", default=None, help="steered layers: 20 | 12,16,20 | 10-20 | all (default: L//2)"
+        "--layers",
+        default=None,
+        help="steered layers: 20 | 12,16,20 | 10-20 | all (default: L//2, the middle of the vector's L "
+        "layers)",
     )
     p.add_argument(
         "--incremental", action="store_true", default=None, help="steer with v[l] - v[l-1] (for many layers)"
@@ -41,7 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--monitor", metavar="TRAIT", default=None, help="trait to monitor (default: the steered one)"
     )
     p.add_argument("--monitor-vector", default=None, help="vector file or id to monitor with")
-    p.add_argument("--monitor-layer", type=int, default=None, help="layer of the per-step projection")
+    p.add_argument(
+        "--monitor-layer",
+        type=int,
+        default=None,
+        help="layer of the per-step projection (default: the steered layer when there is one, else L//2)",
+    )
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (replaces --epochs)")
     p.add_argument("--lr", type=float, default=None)

@@ -27,7 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("vector_id")
     p.add_argument("--out", required=True, help="file: .safetensors, .pt (research), .gguf, or --format")
     p.add_argument("--format", default=None, help="safetensors | pt | gguf | lm-eval")
-    p.add_argument("--layers", default=None, help="layers to export (gguf, lm-eval), e.g. 12-20")
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="layers to export (gguf, lm-eval), e.g. 12-20 (default: the vector's computed layers but 0; "
+        "gguf: from 2 up)",
+    )
     p.add_argument("--coef", type=float, default=None, help="scale baked into gguf / lm-eval files")
     p.set_defaults(func=_export)
 

@@ -304,12 +304,13 @@ def model_facts(spec: ModelSpec) -> ModelFacts:
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """`score_batch(lm, samples, vectors, layers, methods, token_budget=)` for every chunk."""
+    """`score_batch(lm, samples, vectors, layers, methods, token_budget=, max_length=)` for every chunk."""
 
     vectors: tuple[Any, ...]
     layers: Sequence[int] | Mapping[str, Sequence[int]]
     methods: tuple[str, ...]
     token_budget: int | None = None
+    max_length: int | None = None  # longer samples are skipped with a reason (default: the model's context)
 
 
 @dataclass
@@ -327,13 +328,19 @@ class CaptureJob:
     layers: tuple[int, ...]
     poolings: tuple[str, ...]
     token_budget: int | None = None
+    max_length: int | None = None  # longer items are skipped with a reason (default: the model's context)
 
     @classmethod
     def of(
-        cls, layers: Sequence[int], poolings: Sequence[str], token_budget: int | None = None
+        cls,
+        layers: Sequence[int],
+        poolings: Sequence[str],
+        token_budget: int | None = None,
+        max_length: int | None = None,
     ) -> CaptureJob:
         """Normalised as capture_encoded returns them: sorted distinct layers, distinct poolings in order."""
-        return cls(tuple(sorted({int(x) for x in layers})), tuple(dict.fromkeys(poolings)), token_budget)
+        layers_t = tuple(sorted({int(x) for x in layers}))
+        return cls(layers_t, tuple(dict.fromkeys(poolings)), token_budget, max_length)
 
 
 @dataclass

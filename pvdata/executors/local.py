@@ -36,7 +36,13 @@ class LocalExecutor:
         for start in range(0, len(samples), chunk):
             part = list(samples[start : start + chunk])
             batch = scoring.score_batch(
-                lm, part, list(job.vectors), job.layers, job.methods, token_budget=job.token_budget
+                lm,
+                part,
+                list(job.vectors),
+                job.layers,
+                job.methods,
+                token_budget=job.token_budget,
+                max_length=job.max_length,
             )
             yield ScoredChunk(part, batch)
 
@@ -55,6 +61,7 @@ class LocalExecutor:
                 layers=job.layers,
                 poolings=job.poolings,
                 token_budget=job.token_budget,
+                max_length=job.max_length,
             )
             yield CapturedChunk.from_result(part, result)
 

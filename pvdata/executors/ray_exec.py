@@ -289,7 +289,13 @@ class ScoreWorker(_ModelWorker):
             return encode_scored([], ScoredBatch())
         job = self.job
         out = score_batch(
-            self.lm, samples, list(job.vectors), job.layers, job.methods, token_budget=job.token_budget
+            self.lm,
+            samples,
+            list(job.vectors),
+            job.layers,
+            job.methods,
+            token_budget=job.token_budget,
+            max_length=job.max_length,
         )
         return encode_scored(samples, out)
 
@@ -332,6 +338,7 @@ class CaptureWorker(_ModelWorker):
                 layers=job.layers,
                 poolings=job.poolings,
                 token_budget=job.token_budget,
+                max_length=job.max_length,
             )
             if tuple(result.layers) != job.layers or tuple(result.poolings) != job.poolings:
                 raise ModelError(

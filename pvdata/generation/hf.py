@@ -402,6 +402,9 @@ class HFBackend:
                 raise ConfigError("a steering spec needs the vector to steer with (--vector FILE)")
             from pvdata.steering import apply_spec
 
+            if hasattr(vector, "check_compatible") and hasattr(lm, "hidden_size"):
+                # the same check as screen, train, evaluate: another model's vector is one warning line
+                vector.check_compatible(lm.n_layers, lm.hidden_size, lm.model_id)
             with apply_spec(lm, vector, steering) as handle:  # validates layers and shape up front
                 self.steering = handle.spec  # carries the vector's id
 

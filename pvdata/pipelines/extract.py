@@ -45,6 +45,7 @@ class ExtractConfig:
     adapter: str | None = None
     activation_dtype: str = "float32"
     token_budget: int | None = None
+    max_length: int | None = None  # longer rollouts are not captured (default: the model's context)
     judge_concurrency: int = 64
     export_dir: str | None = None  # default: <warehouse>/exports
     # where generation and capture run (docs/SCALE.md); not part of any run's config (EXECUTION_FIELDS)
@@ -258,6 +259,7 @@ def run_extract(
             "dtype": facts.dtype,
             "activation_dtype": cfg.activation_dtype,
             "adapter": cfg.adapter,
+            **({"max_length": cfg.max_length} if cfg.max_length is not None else {}),  # older ids kept
         }
         parents = [stage_runs["generate"], *judge_runs.values()]
         with wh.run(
@@ -279,6 +281,7 @@ def run_extract(
                         poolings=cfg.poolings,
                         vector_dtype=cfg.activation_dtype,
                         token_budget=cfg.token_budget,
+                        max_length=cfg.max_length,
                         progress=_progress(log, "activations"),
                     )
                 )

@@ -78,6 +78,7 @@ class ScreenConfig:
     device: str = "auto"
     layers_path: str | None = None
     token_budget: int | None = None
+    max_length: int | None = None  # longer samples are not scored (default: the model's context)
     chunk_size: int = 64
     executor: str = "local"  # local | ray (docs/SCALE.md); never part of a run's config
     ray_address: str | None = None
@@ -110,6 +111,8 @@ class ScreenConfig:
         backend_kind(self.backend)
         if self.chunk_size < 1:
             raise ConfigError(f"--chunk-size {self.chunk_size} must be >= 1")
+        if self.max_length is not None and self.max_length < 1:
+            raise ConfigError(f"--max-length {self.max_length} must be >= 1 (tokens of prompt + answer)")
         if self.max_new_tokens < 1:
             raise ConfigError(f"--max-new-tokens {self.max_new_tokens} must be >= 1")
         if isinstance(self.base_samples, bool) or self.base_samples < 1:
@@ -605,6 +608,7 @@ def _projection_stage(
         "layers": plan.layers,
         "model": cfg.model,
         "dtype": plan.dtype,
+        **({"max_length": cfg.max_length} if cfg.max_length is not None else {}),  # older ids kept
     }
     parents = [samples_run] + ([base_run] if base_run else []) + [r for r in plan.vector_runs.values() if r]
     inputs = _score_inputs(data, _base_answers(wh, base_run)[0])
@@ -627,7 +631,7 @@ def _projection_stage(
         methods = ("raw", "exact") if base_run else ("raw",)
         errors: dict[str, str] = {}
         report = _progress(log, "projections")
-        job = ScoreJob(tuple(plan.vectors.values()), plan.layers, methods, cfg.token_budget)
+        job = ScoreJob(tuple(plan.vectors.values()), plan.layers, methods, cfg.token_budget, cfg.max_length)
         finished = 0
         # chunks in order (local) or as Ray workers finish them; a base answer shared by two chunks in
         # flight is projected by both and written once (the first to arrive)

@@ -227,8 +227,9 @@ class PersonaVector:
     def check_compatible(self, n_layers: int, hidden_size: int, model_id: str | None = None) -> None:
         """Raise VectorError unless the vector fits a model of ``n_layers`` blocks and width ``hidden_size``.
 
-        The model id is only used to name the model in the message: a vector may be applied to a
-        finetune of the model it was extracted from, which has another id but the same shape.
+        A vector may be applied to a finetune of the model it was extracted from, which has another id
+        but the same shape: a different ``model_id`` is accepted with one warning line naming both
+        models (pvdata/vectors/other_model.py).
         """
         model = f"model {model_id}" if model_id else "the model"
         ours = f"vector {self.vector_id} ({self.trait}, extracted from {self.model_id})"
@@ -242,6 +243,10 @@ class PersonaVector:
                 f"{ours} has {self.n_layers} layers ({self.n_layers + 1} rows) but {model} has "
                 f"{n_layers} layers ({n_layers + 1} rows expected): use a vector extracted from this model"
             )
+        if model_id and self.model_id:
+            from pvdata.vectors.other_model import warn_other_model
+
+            warn_other_model(self.vector_id, self.trait, self.model_id, model_id)
 
     # ---- derived vectors ------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import io
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 FORMATS = ("table", "csv", "json")
@@ -56,14 +56,22 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, int | float | decimal.Decimal) and not isinstance(v, bool)
 
 
-def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, max_width: int = 60) -> str:
-    """Aligned plain text; numbers right-aligned, long cells cut with '…'."""
+def format_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    max_width: int = 60,
+    caps: Mapping[str, int] | None = None,
+) -> str:
+    """Aligned plain text; numbers right-aligned, long cells cut with '…' (at caps[column], else at
+    max_width)."""
+    limits = [(caps or {}).get(c, max_width) for c in columns]
 
-    def clip(text: str) -> str:
+    def clip(text: str, limit: int) -> str:
         text = text.replace("\n", "\\n")
-        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+        return text if len(text) <= limit else text[: limit - 1] + "…"
 
-    cells = [[clip(cell_text(v)) for v in row] for row in rows]
+    cells = [[clip(cell_text(v), limit) for v, limit in zip(row, limits, strict=True)] for row in rows]
     widths = [len(c) for c in columns]
     for row in cells:
         for i, text in enumerate(row):
@@ -77,6 +85,34 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, max_w
     out = [line(list(columns)), "  ".join("-" * w for w in widths)]
     out.extend(line(row) for row in cells)
     return "\n".join(out)
+
+
+def fit_widths(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, total: int, flexible: Mapping[str, int]
+) -> dict[str, int]:
+    """Caps for format_table so that every line fits `total` characters. The `flexible` columns give up
+    width in their order, each down to its floor; if that is not enough, the widest of them gives up a
+    character at a time (never below its header, or 6). The other columns keep their width."""
+    natural = {c: len(c) for c in columns}
+    for row in rows:
+        for c, v in zip(columns, row, strict=True):
+            natural[c] = max(natural[c], len(cell_text(v).replace("\n", "\\n")))
+    caps = dict(natural)
+    excess = sum(caps.values()) + 2 * (len(columns) - 1) - total
+    for c, floor in flexible.items():
+        if excess <= 0:
+            break
+        cut = min(excess, max(0, caps[c] - max(floor, len(c))))
+        caps[c] -= cut
+        excess -= cut
+    while excess > 0:
+        shrinkable = [c for c in flexible if caps[c] > max(len(c), 6)]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda c: caps[c])
+        caps[widest] -= 1
+        excess -= 1
+    return caps
 
 
 def format_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

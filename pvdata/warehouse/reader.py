@@ -318,8 +318,7 @@ def execute(
     con: duckdb.DuckDBPyConnection, query: str, *, max_rows: int | None = None
 ) -> tuple[list[str], list[tuple[Any, ...]], bool]:
     """Run a query: (column names, rows, truncated). DuckDB errors become QueryError."""
-    if not query.strip():
-        raise QueryError('the query is empty; give SQL such as "SELECT * FROM runs"')
+    _check_query(query)
     try:
         cur = con.execute(query)
         if cur.description is None:
@@ -330,8 +329,28 @@ def execute(
         rows = cur.fetchmany(max_rows + 1)
         return columns, rows[:max_rows], len(rows) > max_rows
     except duckdb.Error as exc:
-        text = str(exc).strip()
-        if isinstance(exc, duckdb.CatalogException):
-            views = ", ".join([*sorted(n for n in TABLES), "<table>_all"])
-            text += f"\nviews: {views}"
-        raise QueryError(f"query failed: {text}") from None
+        raise _query_error(exc) from None
+
+
+def execute_arrow(con: duckdb.DuckDBPyConnection, query: str) -> pa.Table | None:
+    """Run a query: its whole result as an Arrow table with DuckDB's types (None for a statement
+    without a result), e.g. for a Parquet file. DuckDB errors become QueryError."""
+    _check_query(query)
+    try:
+        rel = con.sql(query)
+        return None if rel is None else arrow_table(rel)
+    except duckdb.Error as exc:
+        raise _query_error(exc) from None
+
+
+def _check_query(query: str) -> None:
+    if not query.strip():
+        raise QueryError('the query is empty; give SQL such as "SELECT * FROM runs"')
+
+
+def _query_error(exc: duckdb.Error) -> QueryError:
+    text = str(exc).strip()
+    if isinstance(exc, duckdb.CatalogException):
+        views = ", ".join([*sorted(n for n in TABLES), "<table>_all"])
+        text += f"\nviews: {views}"
+    return QueryError(f"query failed: {text}")
