@@ -297,8 +297,10 @@ def steering_grid(con: Con, evaluate_run_id: str) -> pd.DataFrame:
 
 
 def best_cell(grid: pd.DataFrame, coherence_floor: float = 50.0) -> dict[str, Any] | None:
-    """The steered cell with the highest trait mean whose coherence mean reaches the floor."""
-    ok = grid[(grid["layer"] != "none") & grid["trait_mean"].notna()]
+    """The steered cell with the highest trait mean whose coherence mean reaches the floor, among cells
+    steered towards the trait (coef > 0), as `pvdata evaluate` picks its best layer."""
+    coef = pd.to_numeric(grid["coef"], errors="coerce").fillna(0.0)
+    ok = grid[(grid["layer"] != "none") & grid["trait_mean"].notna() & (coef > 0)]
     ok = ok[ok["coherence_mean"].fillna(0.0) >= coherence_floor]
     if ok.empty:
         return None
