@@ -7,6 +7,8 @@ duplicate in the other and an unknown field are listed together, each with its f
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import string
 from collections.abc import Mapping, Sequence
@@ -16,6 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pvdata.errors import ConfigError
+
+HASH_CHARS = 8  # hex digits of a trait's content hash
 
 N_INSTRUCTIONS = 5
 N_QUESTIONS_PER_SPLIT = 20
@@ -72,9 +76,12 @@ class Trait(_Strict):
 
     @property
     def content_hash(self) -> str:
-        from pvdata.traits.store import content_hash
-
-        return content_hash(self)
+        """8 hex digits of the sha256 of the canonical JSON: formatting and comments in the file do not
+        change it, any change of content does."""
+        canonical = json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:HASH_CHARS]
 
     @property
     def trait_version(self) -> str:

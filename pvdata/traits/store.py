@@ -7,7 +7,6 @@ folder holding <name>.yaml (or .yml) wins, so a user's own definition can shadow
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,7 +29,6 @@ from pvdata.traits.schema import (
 TRAITS_PATH_ENV = "PVDATA_TRAITS_PATH"
 BUNDLED_DIR = TRAITS_DIR  # traits/ of the checkout, or its copy inside an installed wheel
 SUFFIXES = (".yaml", ".yml")
-HASH_CHARS = 8
 FILE_HEADER = (
     "# A pvdata trait definition (format: docs/TRAITS.md). Bump `version` when you change the content;\n"
     "# check it with `pvdata traits validate`.\n"
@@ -38,12 +36,8 @@ FILE_HEADER = (
 
 
 def content_hash(trait: Trait) -> str:
-    """8 hex digits of the sha256 of the trait's canonical JSON: formatting and comments in the file
-    do not change it, any change of content does."""
-    canonical = json.dumps(
-        trait.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:HASH_CHARS]
+    """8 hex digits of the sha256 of the trait's canonical JSON (Trait.content_hash)."""
+    return trait.content_hash
 
 
 def trait_dirs(extra: Iterable[str | Path] | None = None) -> list[Path]:
