@@ -354,9 +354,9 @@ def test_every_page_in_a_real_browser(
 
         s = chrome.open(
             f"{url}/?page=experiments",
-            "Correlation with the finetuning shift",
             "Filtering: shift left after dropping the top share",
-            dash.experiment_run,
+            "Datasets",
+            "Pre-finetune measure",
             charts=1,
         )
         chrome.screenshot(shots / "experiments.png")
