@@ -148,6 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: known GPUs)")
     parser.add_argument("--out", default=None, help="also write the JSON result to this file")
+    from pvdata.bench.overlap import add_overlap_arguments
+
+    add_overlap_arguments(parser, out_flag=True)
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -384,14 +387,22 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 def pvdata_approx(
-    lm: Any, samples: Sequence[Any], vector: BenchVector, layer: int, chunk: int, budget: int | None
+    lm: Any,
+    samples: Sequence[Any],
+    vector: BenchVector,
+    layer: int,
+    chunk: int,
+    budget: int | None,
+    prefetch: bool = True,
 ) -> dict[tuple[str, str], float | None]:
     """score_batch per chunk, as the screen's projection stage calls it (here without base answers)."""
     from pvdata.screening.scoring import score_batch
 
     out: dict[tuple[str, str], float | None] = {}
     for part in _chunks(samples, chunk):
-        batch = score_batch(lm, part, [vector], [layer], APPROX_METHODS, token_budget=budget)
+        batch = score_batch(
+            lm, part, [vector], [layer], APPROX_METHODS, token_budget=budget, prefetch_batches=prefetch
+        )
         out.update({(r["sample_id"], r["method"]): r["score"] for r in batch.scores})
     return out
 
@@ -591,6 +602,7 @@ def _run(args: argparse.Namespace) -> int:
     vector = random_vector(n_layers, hidden, args.seed)
     ref_vector = random_vector(n_layers, hidden, args.seed, args.reference_vector_noise)
     grad = not args.reference_no_grad
+    prefetch = not args.no_prefetch
     half = dtype in (torch.bfloat16, torch.float16)
     rtol = RTOL["half" if half else "float32"]
     params = param_counts(model, layer)
@@ -642,7 +654,7 @@ def _run(args: argparse.Namespace) -> int:
                 lm, ref_samples[part], ref_vector, layer, grad, args.reference_passes
             ),
             lambda part: pvdata_approx(
-                lm, approx_samples[part], vector, layer, args.chunk_size, args.token_budget
+                lm, approx_samples[part], vector, layer, args.chunk_size, args.token_budget, prefetch
             ),
             sync,
             flip=rep % 2 == 1,
@@ -676,6 +688,7 @@ def _run(args: argparse.Namespace) -> int:
     }
     approx["speedup"] = approx["pvdata"]["samples_per_s"] / approx["reference"]["samples_per_s"]
     approx["pvdata"]["tokenize_seconds"] = t_tok  # timed apart; part of pvdata's seconds
+    overlap, trace = _overlap(args, lm, approx_samples, vector, layer, fl * pv_tokens, peak, sync)
 
     exact: dict[str, Any] | None = None
     if exact_samples:
@@ -709,11 +722,19 @@ def _run(args: argparse.Namespace) -> int:
         "reference_passes": args.reference_passes,
         "repeats": args.repeats,
         "clock": args.clock,
+        "prefetch": prefetch,
         "approx": approx,
         "exact": exact,
+        "overlap": overlap,
+        "profile": str(trace) if trace else None,
     }
-    result["match"] = approx["match"] and (exact is None or exact["match"])
+    result["match"] = approx["match"] and (exact is None or exact["match"]) and overlap["identical"]
     _print_table(result)
+    from pvdata.bench.overlap import print_overlap
+
+    print_overlap(overlap, "pvdata screening approximation through the local executor")
+    if trace:
+        print(f"profile: {trace}")
     line = json.dumps(result, sort_keys=True)
     print(line)
     if args.out:
@@ -735,6 +756,52 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def pvdata_pipeline(
+    lm: Any,
+    samples: Sequence[Any],
+    vector: BenchVector,
+    layer: int,
+    chunk: int,
+    budget: int | None,
+    prefetch: bool,
+    timings: Any,
+) -> list[Any]:
+    """The approximation as `pvdata screen` runs it: the local executor's score over every chunk (the
+    next chunk tokenised, the next batches padded, in the background when `prefetch`)."""
+    from pvdata.executors.base import ScoreJob
+    from pvdata.executors.local import LocalExecutor
+
+    job = ScoreJob((vector,), [layer], APPROX_METHODS, budget)
+    executor = LocalExecutor(lm, prefetch=prefetch, timings=timings)
+    return [
+        (part.result.projections, part.result.scores) for part in executor.score(job, samples, chunk=chunk)
+    ]
+
+
+def _overlap(
+    args: argparse.Namespace,
+    lm: Any,
+    samples: Sequence[Any],
+    vector: BenchVector,
+    layer: int,
+    flops: float,
+    peak: float | None,
+    sync: Callable[[], None],
+) -> tuple[dict[str, Any], Any]:
+    """Prefetch on vs off through the executor (host_prep_s, device_s, device_idle_share, mfu), and
+    with --profile a trace of one prefetched pass."""
+    from pvdata.bench.overlap import add_mfu, paired_passes, profile_dir, profile_pass
+
+    def one_pass(on: bool, timings: Any) -> list[Any]:
+        return pvdata_pipeline(lm, samples, vector, layer, args.chunk_size, args.token_budget, on, timings)
+
+    overlap, _ = paired_passes(one_pass, args.repeats, sync)
+    add_mfu(overlap, flops, peak)
+    folder = profile_dir(args)
+    trace = profile_pass(one_pass, folder, "screen", lm.device, sync) if folder is not None else None
+    return overlap, trace
 
 
 def _count_tokens(tok: Any, samples: Sequence[Any]) -> int:
