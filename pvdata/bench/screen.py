@@ -688,7 +688,9 @@ def _run(args: argparse.Namespace) -> int:
     }
     approx["speedup"] = approx["pvdata"]["samples_per_s"] / approx["reference"]["samples_per_s"]
     approx["pvdata"]["tokenize_seconds"] = t_tok  # timed apart; part of pvdata's seconds
-    overlap, trace = _overlap(args, lm, approx_samples, vector, layer, fl * pv_tokens, peak, sync)
+    from pvdata.bench.screen_overlap import screen_overlap
+
+    overlap, trace = screen_overlap(args, lm, approx_samples, vector, layer, fl * pv_tokens, peak, sync)
 
     exact: dict[str, Any] | None = None
     if exact_samples:
@@ -756,52 +758,6 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def pvdata_pipeline(
-    lm: Any,
-    samples: Sequence[Any],
-    vector: BenchVector,
-    layer: int,
-    chunk: int,
-    budget: int | None,
-    prefetch: bool,
-    timings: Any,
-) -> list[Any]:
-    """The approximation as `pvdata screen` runs it: the local executor's score over every chunk (the
-    next chunk tokenised, the next batches padded, in the background when `prefetch`)."""
-    from pvdata.executors.base import ScoreJob
-    from pvdata.executors.local import LocalExecutor
-
-    job = ScoreJob((vector,), [layer], APPROX_METHODS, budget)
-    executor = LocalExecutor(lm, prefetch=prefetch, timings=timings)
-    return [
-        (part.result.projections, part.result.scores) for part in executor.score(job, samples, chunk=chunk)
-    ]
-
-
-def _overlap(
-    args: argparse.Namespace,
-    lm: Any,
-    samples: Sequence[Any],
-    vector: BenchVector,
-    layer: int,
-    flops: float,
-    peak: float | None,
-    sync: Callable[[], None],
-) -> tuple[dict[str, Any], Any]:
-    """Prefetch on vs off through the executor (host_prep_s, device_s, device_idle_share, mfu), and
-    with --profile a trace of one prefetched pass."""
-    from pvdata.bench.overlap import add_mfu, paired_passes, profile_dir, profile_pass
-
-    def one_pass(on: bool, timings: Any) -> list[Any]:
-        return pvdata_pipeline(lm, samples, vector, layer, args.chunk_size, args.token_budget, on, timings)
-
-    overlap, _ = paired_passes(one_pass, args.repeats, sync)
-    add_mfu(overlap, flops, peak)
-    folder = profile_dir(args)
-    trace = profile_pass(one_pass, folder, "screen", lm.device, sync) if folder is not None else None
-    return overlap, trace
 
 
 def _count_tokens(tok: Any, samples: Sequence[Any]) -> int:
