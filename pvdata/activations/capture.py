@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from pvdata.activations.batching import token_budget_batches
+from pvdata.activations.prefetch import PassTimings, prefetch
 from pvdata.chat import Conversation, encode_conversation
 from pvdata.errors import ConfigError
 from pvdata.models.layers import LayerInfo, find_layers, hidden_size
@@ -142,10 +143,15 @@ def capture_encoded(
     token_budget: int | None = None,
     max_length: int | None = None,
     progress: ProgressFn | None = None,
+    prefetch_batches: bool = True,
+    timings: PassTimings | None = None,
 ) -> CaptureResult:
     """Capture pooled activations of already-tokenised (prompt ids, answer ids) samples.
 
-    `lm` is a LoadedModel (or any object with .model and .layers); the model is not modified.
+    `lm` is a LoadedModel (or any object with .model and .layers); the model is not modified. The next
+    batches are padded (into pinned memory on CUDA) in a background thread while the device runs the
+    current one (`prefetch_batches=False`: inline, same results); pooled values stay on the device and
+    come back to the host once, at the end. `timings` records host and device seconds.
     """
     model = lm.model
     layer_info: LayerInfo = getattr(lm, "layers", None) or find_layers(model)
@@ -195,22 +201,28 @@ def capture_encoded(
                 )
         done = 0
         tokens = 0
-        with torch.inference_mode():
-            for batch in batches:
-                input_ids, attention, state_masks = _make_batch(samples, batch, pad_id, device, need_sums)
-                state.sum_masks, state.counts, state.last_prompt = state_masks
+        pin = device.type == "cuda"
+        staged: list[tuple[list[int], torch.Tensor]] = []  # (batch, [B, len(wanted), P, H] on device)
+        staged_bytes = 0
+        prepared = (_make_batch(samples, batch, pad_id, need_sums, pin) for batch in batches)
+        with torch.inference_mode(), prefetch(prepared, enabled=prefetch_batches, timings=timings) as ready:
+            for batch, host in zip(batches, ready, strict=True):
+                input_ids, attention, masks, counts, last = _to_device(host, device)
+                state.sum_masks, state.counts, state.last_prompt = masks, counts, last
                 state.out.clear()
-                with contextlib.suppress(_StopForward):
+                timer = timings.device(device) if timings is not None else contextlib.nullcontext()
+                with timer, contextlib.suppress(_StopForward):
                     model(input_ids=input_ids, attention_mask=attention, use_cache=False)
-                index = torch.tensor(batch)
-                for j, layer in enumerate(wanted):
-                    pooled = state.out[layer].cpu()
-                    for k, pooling in enumerate(pools):
-                        values[pooling][index, j] = pooled[:, k]
+                staged.append((batch, torch.stack([state.out[layer] for layer in wanted], dim=1)))
+                staged_bytes += staged[-1][1].nbytes
+                if staged_bytes > _STAGE_BYTES:
+                    _unstage(staged, values, pools)
+                    staged_bytes = 0
                 done += len(batch)
-                tokens += int(attention.sum())
+                tokens += int(host[1].sum())  # the host copy of the mask: no device sync
                 if progress:
                     progress(done, len(good))
+        _unstage(staged, values, pools)
     finally:
         for handle in handles:
             handle.remove()
@@ -225,14 +237,44 @@ def capture_encoded(
     )
 
 
+_STAGE_BYTES = 1 << 30  # pooled values kept on the device before one copy back (a call's worth, usually)
+
+HostBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]
+
+
+def _unstage(
+    staged: list[tuple[list[int], torch.Tensor]], values: dict[str, torch.Tensor], pools: tuple[str, ...]
+) -> None:
+    """Pooled values of the staged batches into `values` with one device-to-host copy (one sync)."""
+    if not staged:
+        return
+    index = torch.tensor([i for batch, _ in staged for i in batch])
+    pooled = torch.cat([t for _, t in staged]).cpu()
+    for k, pooling in enumerate(pools):
+        values[pooling][index] = pooled[:, :, k]
+    staged.clear()
+
+
+def _to_device(host: HostBatch, device: torch.device) -> HostBatch:
+    ids, attention, masks, counts, last = host
+    return (
+        ids.to(device, non_blocking=True),
+        attention.to(device, non_blocking=True),
+        masks.to(device, non_blocking=True) if masks is not None else None,
+        counts.to(device, non_blocking=True) if counts is not None else None,
+        last.to(device, non_blocking=True),
+    )
+
+
 def _make_batch(
     samples: Sequence[tuple[Sequence[int], Sequence[int]]],
     batch: list[int],
     pad_id: int,
-    device: torch.device,
     need_sums: bool,
-) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]]:
-    """Right-padded ids, the attention mask, and the pooling masks of one batch."""
+    pin: bool = False,
+) -> HostBatch:
+    """Right-padded ids, the attention mask, the pooling masks, their counts and the last prompt
+    index of one batch, on the host (pinned when `pin`, so the copy to the device can be async)."""
     width = max(len(samples[i][0]) + len(samples[i][1]) for i in batch)
     b = len(batch)
     ids = torch.full((b, width), pad_id, dtype=torch.long)
@@ -251,14 +293,14 @@ def _make_batch(
             masks[row, 0, :n_p] = 1.0
             masks[row, 1, n_p : n_p + n_a] = 1.0
     counts = masks.sum(dim=2).clamp_min(1.0) if masks is not None else None
+    if not pin:
+        return ids, attention, masks, counts, last
     return (
-        ids.to(device, non_blocking=True),
-        attention.to(device, non_blocking=True),
-        (
-            masks.to(device, non_blocking=True) if masks is not None else None,
-            counts.to(device, non_blocking=True) if counts is not None else None,
-            last.to(device, non_blocking=True),
-        ),
+        ids.pin_memory(),
+        attention.pin_memory(),
+        masks.pin_memory() if masks is not None else None,
+        counts.pin_memory() if counts is not None else None,
+        last.pin_memory(),
     )
 
 

@@ -148,6 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak for MFU (default: known GPUs)")
     parser.add_argument("--out", default=None, help="also write the JSON result to this file")
+    from pvdata.bench.overlap import add_overlap_arguments
+
+    add_overlap_arguments(parser, out_flag=True)
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -384,14 +387,22 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 def pvdata_approx(
-    lm: Any, samples: Sequence[Any], vector: BenchVector, layer: int, chunk: int, budget: int | None
+    lm: Any,
+    samples: Sequence[Any],
+    vector: BenchVector,
+    layer: int,
+    chunk: int,
+    budget: int | None,
+    prefetch: bool = True,
 ) -> dict[tuple[str, str], float | None]:
     """score_batch per chunk, as the screen's projection stage calls it (here without base answers)."""
     from pvdata.screening.scoring import score_batch
 
     out: dict[tuple[str, str], float | None] = {}
     for part in _chunks(samples, chunk):
-        batch = score_batch(lm, part, [vector], [layer], APPROX_METHODS, token_budget=budget)
+        batch = score_batch(
+            lm, part, [vector], [layer], APPROX_METHODS, token_budget=budget, prefetch_batches=prefetch
+        )
         out.update({(r["sample_id"], r["method"]): r["score"] for r in batch.scores})
     return out
 
@@ -591,6 +602,7 @@ def _run(args: argparse.Namespace) -> int:
     vector = random_vector(n_layers, hidden, args.seed)
     ref_vector = random_vector(n_layers, hidden, args.seed, args.reference_vector_noise)
     grad = not args.reference_no_grad
+    prefetch = not args.no_prefetch
     half = dtype in (torch.bfloat16, torch.float16)
     rtol = RTOL["half" if half else "float32"]
     params = param_counts(model, layer)
@@ -642,7 +654,7 @@ def _run(args: argparse.Namespace) -> int:
                 lm, ref_samples[part], ref_vector, layer, grad, args.reference_passes
             ),
             lambda part: pvdata_approx(
-                lm, approx_samples[part], vector, layer, args.chunk_size, args.token_budget
+                lm, approx_samples[part], vector, layer, args.chunk_size, args.token_budget, prefetch
             ),
             sync,
             flip=rep % 2 == 1,
@@ -676,6 +688,9 @@ def _run(args: argparse.Namespace) -> int:
     }
     approx["speedup"] = approx["pvdata"]["samples_per_s"] / approx["reference"]["samples_per_s"]
     approx["pvdata"]["tokenize_seconds"] = t_tok  # timed apart; part of pvdata's seconds
+    from pvdata.bench.screen_overlap import screen_overlap
+
+    overlap, trace = screen_overlap(args, lm, approx_samples, vector, layer, fl * pv_tokens, peak, sync)
 
     exact: dict[str, Any] | None = None
     if exact_samples:
@@ -709,11 +724,19 @@ def _run(args: argparse.Namespace) -> int:
         "reference_passes": args.reference_passes,
         "repeats": args.repeats,
         "clock": args.clock,
+        "prefetch": prefetch,
         "approx": approx,
         "exact": exact,
+        "overlap": overlap,
+        "profile": str(trace) if trace else None,
     }
-    result["match"] = approx["match"] and (exact is None or exact["match"])
+    result["match"] = approx["match"] and (exact is None or exact["match"]) and overlap["identical"]
     _print_table(result)
+    from pvdata.bench.overlap import print_overlap
+
+    print_overlap(overlap, "pvdata screening approximation through the local executor")
+    if trace:
+        print(f"profile: {trace}")
     line = json.dumps(result, sort_keys=True)
     print(line)
     if args.out:

@@ -1,10 +1,14 @@
-"""The local executor: every batch in this process, one after another, on a model loaded once."""
+"""The local executor: every batch in this process, one after another, on a model loaded once.
+
+The host work of the next chunk (chat template, tokenisation) runs in a background thread while the
+device runs this one (pvdata.activations.prefetch); chunks and their order are unchanged."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pvdata.activations.prefetch import PassTimings, prefetch
 from pvdata.executors.base import CapturedChunk, CaptureJob, GenerateJob, ModelSpec, ScoredChunk, ScoreJob
 
 
@@ -14,9 +18,18 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, lm: Any = None, model: ModelSpec | None = None) -> None:
+    def __init__(
+        self,
+        lm: Any = None,
+        model: ModelSpec | None = None,
+        *,
+        prefetch: bool = True,
+        timings: PassTimings | None = None,
+    ) -> None:
         self._lm = lm
         self.model = model
+        self.prefetch = prefetch  # False: every chunk prepared inline (same results; for comparison)
+        self.timings = timings  # host and device seconds, for the benches
 
     def lm(self) -> Any:
         if callable(self._lm):  # a loader (e.g. screen's lazy model), which loads once
@@ -33,18 +46,24 @@ class LocalExecutor:
         if not samples:
             return
         lm = self.lm()
-        for start in range(0, len(samples), chunk):
-            part = list(samples[start : start + chunk])
-            batch = scoring.score_batch(
-                lm,
-                part,
-                list(job.vectors),
-                job.layers,
-                job.methods,
-                token_budget=job.token_budget,
-                max_length=job.max_length,
-            )
-            yield ScoredChunk(part, batch)
+        tok, methods = lm.tokenizer, job.methods
+        parts = (list(samples[start : start + chunk]) for start in range(0, len(samples), chunk))
+        ahead = ((part, scoring.prepare_score(tok, part, methods)) for part in parts)
+        with prefetch(ahead, enabled=self.prefetch, timings=self.timings) as ready:
+            for part, prepared in ready:
+                batch = scoring.score_batch(
+                    lm,
+                    part,
+                    list(job.vectors),
+                    job.layers,
+                    job.methods,
+                    token_budget=job.token_budget,
+                    max_length=job.max_length,
+                    prepared=prepared,
+                    prefetch_batches=self.prefetch,
+                    timings=self.timings,
+                )
+                yield ScoredChunk(part, batch)
 
     def capture(self, job: CaptureJob, items: Sequence[Any], *, chunk: int) -> Iterator[CapturedChunk]:
         from pvdata.activations.capture import capture_encoded
@@ -53,17 +72,22 @@ class LocalExecutor:
         if not items:
             return
         lm = self.lm()
-        for start in range(0, len(items), chunk):
-            part = list(items[start : start + chunk])
-            result = capture_encoded(
-                lm,
-                encode_items(lm.tokenizer, part),
-                layers=job.layers,
-                poolings=job.poolings,
-                token_budget=job.token_budget,
-                max_length=job.max_length,
-            )
-            yield CapturedChunk.from_result(part, result)
+        tok = lm.tokenizer
+        parts = (list(items[start : start + chunk]) for start in range(0, len(items), chunk))
+        ahead = ((part, encode_items(tok, part)) for part in parts)
+        with prefetch(ahead, enabled=self.prefetch, timings=self.timings) as ready:
+            for part, encoded in ready:
+                result = capture_encoded(
+                    lm,
+                    encoded,
+                    layers=job.layers,
+                    poolings=job.poolings,
+                    token_budget=job.token_budget,
+                    max_length=job.max_length,
+                    prefetch_batches=self.prefetch,
+                    timings=self.timings,
+                )
+                yield CapturedChunk.from_result(part, result)
 
     def generation_backend(self, job: GenerateJob) -> Any:
         from pvdata.generation.backends import backend_kind, make_backend

@@ -82,6 +82,45 @@ def targets(vectors: Sequence[Any], layers: LayerSpec) -> list[tuple[Any, int]]:
     return [(v, layer) for v in vectors for layer in layers_of(v, layers)]
 
 
+@dataclass
+class PreparedScore:
+    """The host side of `score_batch`: every text to capture (chat template + tokenisation done)."""
+
+    sources: list[str] = field(default_factory=list)  # sample_id or base generation_id, per text
+    kinds: list[tuple[str, ...]] = field(default_factory=list)  # projection kinds stored per text
+    encoded: list[tuple[list[int], list[int]]] = field(default_factory=list)  # (prompt ids, answer ids)
+
+
+def prepare_score(tokenizer: Any, samples: Sequence[ScoreInput], methods: Sequence[str]) -> PreparedScore:
+    """Tokenise the training answers (and, for exact, each distinct base answer) of a chunk: pure host
+    work, so an executor can run it for the next chunk while the device scores this one."""
+    from pvdata.chat import encode_answer, encode_prompt
+
+    methods = check_methods(methods)
+    prompt_cache: dict[tuple[tuple[str, str], ...], list[int]] = {}
+
+    def prompt_ids(prompt: Sequence[Mapping[str, str]]) -> list[int]:
+        key = tuple((m["role"], m["content"]) for m in prompt)
+        if key not in prompt_cache:
+            prompt_cache[key] = encode_prompt(tokenizer, [dict(m) for m in prompt])
+        return prompt_cache[key]
+
+    out = PreparedScore()
+    seen_base: set[str] = set()
+    for s in samples:
+        ids = prompt_ids(s.prompt)
+        out.sources.append(s.sample_id)
+        out.kinds.append(SAMPLE_KINDS)
+        out.encoded.append((ids, encode_answer(tokenizer, s.answer)))
+        for base_id, base_answer in s.bases if "exact" in methods else []:
+            if base_id not in seen_base:
+                seen_base.add(base_id)
+                out.sources.append(base_id)
+                out.kinds.append(BASE_KINDS)
+                out.encoded.append((ids, encode_answer(tokenizer, base_answer)))
+    return out
+
+
 def score_batch(
     lm: Any,
     samples: Sequence[ScoreInput],
@@ -91,11 +130,16 @@ def score_batch(
     *,
     token_budget: int | None = None,
     max_length: int | None = None,
+    prepared: PreparedScore | None = None,
+    prefetch_batches: bool = True,
+    timings: Any = None,
 ) -> ScoredBatch:
     """Capture each text once (the training answers and, for exact, the base answers), project onto every
-    (vector, layer), and compute each method's score."""
+    (vector, layer), and compute each method's score.
+
+    `prepared`: `prepare_score(lm.tokenizer, samples, methods)` done ahead (the local executor does it
+    in a background thread); `prefetch_batches` and `timings` go to capture_encoded."""
     from pvdata.activations.capture import capture_encoded
-    from pvdata.chat import encode_answer, encode_prompt
     from pvdata.projections import project
 
     methods = check_methods(methods)
@@ -104,30 +148,9 @@ def score_batch(
         raise ConfigError("nothing to score: give at least one vector and one layer")
     for vector, _layer in pairs:
         vector.check_compatible(lm.n_layers, lm.hidden_size, getattr(lm, "model_id", None))
-    tok = lm.tokenizer
-    prompt_cache: dict[tuple[tuple[str, str], ...], list[int]] = {}
-
-    def prompt_ids(prompt: Sequence[Mapping[str, str]]) -> list[int]:
-        key = tuple((m["role"], m["content"]) for m in prompt)
-        if key not in prompt_cache:
-            prompt_cache[key] = encode_prompt(tok, [dict(m) for m in prompt])
-        return prompt_cache[key]
-
-    sources: list[str] = []
-    kinds: list[tuple[str, ...]] = []
-    encoded: list[tuple[list[int], list[int]]] = []
-    seen_base: set[str] = set()
-    for s in samples:
-        ids = prompt_ids(s.prompt)
-        sources.append(s.sample_id)
-        kinds.append(SAMPLE_KINDS)
-        encoded.append((ids, encode_answer(tok, s.answer)))
-        for base_id, base_answer in s.bases if "exact" in methods else []:
-            if base_id not in seen_base:
-                seen_base.add(base_id)
-                sources.append(base_id)
-                kinds.append(BASE_KINDS)
-                encoded.append((ids, encode_answer(tok, base_answer)))
+    if prepared is None:
+        prepared = prepare_score(lm.tokenizer, samples, methods)
+    sources, kinds, encoded = prepared.sources, prepared.kinds, prepared.encoded
     out = ScoredBatch()
     if not encoded:
         return out
@@ -139,6 +162,8 @@ def score_batch(
         poolings=["response_avg", "prompt_last"],
         token_budget=token_budget,
         max_length=max_length,
+        prefetch_batches=prefetch_batches,
+        timings=timings,
     )
     proj = project(result, [v for v, _ in pairs], [layer for _, layer in pairs])
     values: dict[ProjectionKey, float] = {}
