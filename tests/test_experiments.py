@@ -413,3 +413,60 @@ def test_diagnose_cli_prints_the_table(
     assert main(argv) == 0
     assert "data-vector AUROC" in capsys.readouterr().out
     assert set(json.loads((tmp_path / "d.json").read_text())["layers"]) == {"1", "2"}
+
+
+def test_filter_train_seeds_average_paired_finetunes(tmp_path: Path, inputs: dict[str, Path]) -> None:
+    """--train-seeds: each dataset is finetuned once per seed (seed 0 reuses the plain run's finetunes),
+    its shift is the mean, and "removed" per seed pairs the finetunes of that seed."""
+    from pvdata.cli.main import main
+
+    wh = tmp_path / "wh"
+    plain = ["experiment", "filter", *_argv(inputs, wh, tmp_path / "plain", "--drop", "0.5")]
+    plain += ["--random-seeds", "0", "--methods", "exact"]
+    assert main(plain) == 0
+    seeded = [*plain, "--train-seeds", "0,1"]
+    seeded[seeded.index(str(tmp_path / "plain"))] = str(tmp_path / "seeded")
+    assert main(seeded) == 0
+    one = json.loads((tmp_path / "plain" / "summary.json").read_text())["filter"]
+    two = json.loads((tmp_path / "seeded" / "summary.json").read_text())["filter"]
+    # the seed of each train run, read back from the warehouse, and its shift
+    train = _sql(
+        wh,
+        "SELECT json_extract_string(stats, '$.data'), json_extract(config, '$.optim.seed')::INT, "
+        "json_extract(stats, '$.shift')::DOUBLE FROM runs WHERE kind = 'train' AND status = 'succeeded'",
+    )
+    by_seed: dict[tuple[str, int], float] = {(Path(d).stem, s): x for d, s, x in train}
+    assert {s for _, s in by_seed} == {0, 1}
+    assert len(by_seed) == 2 * 4  # unfiltered, clean, exact, random: once per seed, seed 0 reused
+    assert two["train_seeds"] == [0, 1]
+    assert two["unfiltered_shifts"] == pytest.approx([by_seed[("evil-unfiltered", s)] for s in (0, 1)])
+    assert two["clean_shifts"] == pytest.approx([by_seed[("evil-clean", s)] for s in (0, 1)])
+    assert two["unfiltered_shifts"][0] == pytest.approx(one["unfiltered_shift"])
+    assert two["unfiltered_shifts"][0] != pytest.approx(
+        two["unfiltered_shifts"][1]
+    )  # the seed reaches training
+    for row, old in zip(two["rows"], one["rows"], strict=True):
+        name = f"evil-drop0.5-{row['method']}" + ("" if row["seed"] is None else f"-s{row['seed']}")
+        shifts = [by_seed[(name, s)] for s in (0, 1)]
+        assert row["shifts"] == pytest.approx(shifts) and shifts[0] == pytest.approx(old["shift"])
+        assert row["shift"] == pytest.approx(sum(shifts) / 2)
+        u, c = two["unfiltered_shifts"], two["clean_shifts"]
+        per_seed = [(u[k] - shifts[k]) / (u[k] - c[k]) for k in (0, 1)]
+        assert row["removed_per_seed"] == pytest.approx(per_seed)
+        assert row["removed_sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5)
+        mean_u, mean_c = sum(u) / 2, sum(c) / 2
+        assert row["removed"] == pytest.approx((mean_u - row["shift"]) / (mean_u - mean_c))
+    points = _sql(wh, "SELECT count(*) FROM experiment_points")
+    assert points == [(8,)]  # one row per dataset and experiment run, not per seed
+
+
+def test_filter_train_seeds_must_be_distinct(
+    tmp_path: Path, inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pvdata.cli.main import main
+
+    argv = ["experiment", "filter", *_argv(inputs, tmp_path / "wh", tmp_path / "out"), "--train-seeds", "1,1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--train-seeds 1,1" in err[0], err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "wh").exists()

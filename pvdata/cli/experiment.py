@@ -113,6 +113,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     fp.add_argument("--drop", default="0.1,0.25,0.5", help="shares of samples to drop (default 0.1,0.25,0.5)")
     fp.add_argument("--methods", default="exact,prompt_last_approx,raw", help="scores that choose the drop")
     fp.add_argument("--random-seeds", default="0,1,2", help="seeds of the random drops (default 0,1,2)")
+    fp.add_argument(
+        "--train-seeds",
+        default=None,
+        help="finetune every dataset once per training seed, e.g. 0,1,2: shifts are means and "
+        "'removed' gets a per-seed spread (default: one finetune, with --seed)",
+    )
     fp.set_defaults(func=_run_filter)
     dp = which.add_parser(
         "diagnose",
@@ -194,6 +200,7 @@ def _run_filter(args: argparse.Namespace) -> int:
         drops=_floats(args.drop, "--drop"),
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         random_seeds=_ints(args.random_seeds, "--random-seeds"),
+        train_seeds=None if args.train_seeds is None else _ints(args.train_seeds, "--train-seeds"),
         trait_data=args.trait_data,
         normal_data=args.normal_data,
     )

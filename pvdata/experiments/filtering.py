@@ -5,6 +5,11 @@ same budget, and compare each shift with the unfiltered set's and with a clean s
 "Removed" is the share of the contamination's effect a filter takes away: (shift_unfiltered - shift) /
 (shift_unfiltered - shift_clean), where clean is the same prompts answered normally; the shift relative to
 the base model is reported beside it, since finetuning on clean data moves the model too.
+
+`train_seeds` repeats every finetune with other training seeds (the data stay the same): a dataset's
+shift is then the mean over the seeds, and "removed" is also computed per seed, pairing each filtered
+finetune with the unfiltered and clean finetunes of the same seed, so its spread is the training noise
+of one cell.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pvdata.experiments.steps import (
     METHODS,
     Common,
     Log,
+    Trained,
     check_train_config,
     finetune,
     load_screen_model,
@@ -39,6 +45,7 @@ class FilterConfig:
     drops: list[float] = field(default_factory=lambda: list(DEFAULT_DROPS))
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     random_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    train_seeds: list[int] | None = None  # None: one finetune per dataset, with --seed
     trait_data: str | None = None
     normal_data: str | None = None
 
@@ -67,6 +74,9 @@ def plan(cfg: FilterConfig, warehouse: str, out: str | None = None) -> FilterPla
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown or not cfg.methods:
         raise ConfigError(f"--methods {','.join(cfg.methods)}: valid methods are {', '.join(METHODS)}")
+    seeds = cfg.train_seeds
+    if seeds is not None and (not seeds or len(set(seeds)) < len(seeds)):
+        raise ConfigError(f"--train-seeds {','.join(map(str, seeds))}: give one or more distinct integers")
     check_train_config(cfg.common)
     pairs = sets_mod.load_set(cfg.trait, cfg.trait_data, cfg.normal_data, subtle=False)
     counts = sets_mod.trait_counts(pairs.n, cfg.drops)
@@ -97,6 +107,8 @@ def plan(cfg: FilterConfig, warehouse: str, out: str | None = None) -> FilterPla
         "base_samples": c.base_samples,
         "dtype": c.dtype,
     }
+    if cfg.train_seeds is not None:  # absent otherwise, so earlier experiment runs keep their ids
+        config["train_seeds"] = list(cfg.train_seeds)
     folder = (
         Path(out).resolve()
         if out
@@ -185,36 +197,67 @@ def run(plan_: FilterPlan, warehouse: str, *, log: Log = stderr) -> dict[str, An
     finally:
         del lm
     datasets = base + remainders(cfg, contaminated, is_trait, scores)
+    seeds = cfg.train_seeds if cfg.train_seeds is not None else [common.seed]
     points, children = [], [scores.screen_run_id]
     for d in datasets:
         d["path"] = sets_mod.write_jsonl(folder / f"{d['dataset']}.jsonl", d["records"])
-        log(
-            f"== {cfg.trait}: finetuning on {d['dataset']} "
-            f"({len(d['records'])} records, {d['n_trait']} trait)"
-        )
-        trained = finetune(common, cfg.trait, d["path"], out, warehouse, log)
-        children += [r for r in (trained.train_run_id, trained.evaluate_run_id) if r]
+        runs = []
+        for train_seed in seeds:
+            log(
+                f"== {cfg.trait}: finetuning on {d['dataset']} ({len(d['records'])} records, "
+                f"{d['n_trait']} trait)" + (f", training seed {train_seed}" if len(seeds) > 1 else "")
+            )
+            trained = finetune(common, cfg.trait, d["path"], out, warehouse, log, train_seed)
+            children += [r for r in (trained.train_run_id, trained.evaluate_run_id) if r]
+            runs.append(trained)
         points.append(
             {
-                **point(d, cfg.trait, common.layer, scores, trained),
+                **point(d, cfg.trait, common.layer, scores, mean_trained(runs)),
                 "n_trait_dropped": d.get("n_trait_dropped"),
+                "shifts": [t.shift for t in runs],
             }
         )
-    table = filter_table(points)
-    rows = [{k: v for k, v in p.items() if k != "n_trait_dropped"} for p in points]
+    table = filter_table(points, seeds)
+    rows = [{k: v for k, v in p.items() if k not in ("n_trait_dropped", "shifts")} for p in points]
     return write_results(plan_, warehouse, rows, [], children, "filter", {"filter": table})
 
 
-def filter_table(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per drop share and method: shift, removed share, trait samples dropped; random as mean and worst."""
+def mean_trained(runs: list[Trained]) -> Trained:
+    """One dataset's finetunes as one point: the mean shift (and judged score) over training seeds; the
+    first seed's run ids (every seed's runs are children of the experiment run)."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def mean(values: list[float | None]) -> float | None:
+        return None if any(v is None for v in values) else float(sum(values)) / len(values)  # type: ignore[arg-type]
+
+    first = runs[0]
+    return Trained(
+        first.train_run_id,
+        first.adapter,
+        mean([t.shift for t in runs]),
+        mean([t.judged_score for t in runs]),
+        first.evaluate_run_id,
+    )
+
+
+def removed_share(shift: float | None, unfiltered: float | None, clean: float | None) -> float | None:
+    """(unfiltered - shift) / (unfiltered - clean): the share of the contamination's effect removed."""
+    if shift is None or unfiltered is None or clean is None or unfiltered == clean:
+        return None
+    return (unfiltered - shift) / (unfiltered - clean)
+
+
+def filter_table(points: list[dict[str, Any]], train_seeds: list[int] | None = None) -> dict[str, Any]:
+    """Per drop share and method: shift, removed share, trait samples dropped. With several training
+    seeds, shifts are means over them and `removed_per_seed` pairs each seed's finetunes."""
     by_kind = {p["kind"]: p for p in points if p["kind"] in ("unfiltered", "clean")}
     unf, clean = by_kind["unfiltered"]["shift"], by_kind["clean"]["shift"]
-    effect = None if unf is None or clean is None else unf - clean
+    unf_seeds = by_kind["unfiltered"].get("shifts") or [unf]
+    clean_seeds = by_kind["clean"].get("shifts") or [clean]
 
     def removed(shift: float | None) -> float | None:
-        if shift is None or unf is None or not effect:
-            return None
-        return (unf - shift) / effect
+        return removed_share(shift, unf, clean)
 
     rows = []
     for p in points:
@@ -233,6 +276,14 @@ def filter_table(points: list[dict[str, Any]]) -> dict[str, Any]:
                 "n_trait_dropped": p.get("n_trait_dropped"),
             }
         )
+        shifts = p.get("shifts") or [p["shift"]]
+        if len(shifts) > 1:
+            per_seed = [
+                removed_share(s, u, c) for s, u, c in zip(shifts, unf_seeds, clean_seeds, strict=True)
+            ]
+            rows[-1]["shifts"] = shifts
+            rows[-1]["removed_per_seed"] = per_seed
+            rows[-1]["removed_sd"] = _sd(per_seed)
     beats: dict[str, Any] = {}
     for drop in sorted({r["drop"] for r in rows}):
         rand = [
@@ -243,4 +294,21 @@ def filter_table(points: list[dict[str, Any]]) -> dict[str, Any]:
         for r in rows:
             if r["drop"] == drop and r["method"] != "random" and r["shift"] is not None and rand:
                 beats[f"{r['method']}@{drop:g}"] = all(r["shift"] < s for s in rand)
-    return {"unfiltered_shift": unf, "clean_shift": clean, "rows": rows, "beats_every_random_seed": beats}
+    table: dict[str, Any] = {
+        "unfiltered_shift": unf,
+        "clean_shift": clean,
+        "rows": rows,
+        "beats_every_random_seed": beats,
+    }
+    if train_seeds is not None and len(train_seeds) > 1:
+        table.update(train_seeds=list(train_seeds), unfiltered_shifts=unf_seeds, clean_shifts=clean_seeds)
+    return table
+
+
+def _sd(values: list[float | None]) -> float | None:
+    """Sample standard deviation (n - 1), None when a value is missing or there is only one."""
+    if len(values) < 2 or any(v is None for v in values):
+        return None
+    xs = [float(v) for v in values if v is not None]
+    m = sum(xs) / len(xs)
+    return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5

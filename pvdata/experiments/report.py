@@ -36,11 +36,15 @@ def summary_lines(summary: dict[str, Any], out: Path) -> list[str]:
     if "filter" in summary:
         table = summary["filter"]
         add(f"unfiltered shift {_num(table['unfiltered_shift'])}, clean shift {_num(table['clean_shift'])}")
+        if "train_seeds" in table:
+            seeds = ",".join(map(str, table["train_seeds"]))
+            add(f"  (means over training seeds {seeds}; removed +- its sd over the seeds, paired per seed)")
         for r in table["rows"]:
             seed = "" if r["seed"] is None else f" seed {r['seed']}"
+            spread = "" if r.get("removed_sd") is None else f" +- {r['removed_sd']:.3f}"
             add(
                 f"  drop {r['drop']:g} by {r['method']}{seed}: shift {_num(r['shift'])}, removed "
-                f"{_num(r['removed'])}, trait samples dropped {r['n_trait_dropped']}"
+                f"{_num(r['removed'])}{spread}, trait samples dropped {r['n_trait_dropped']}"
             )
     add(f"wrote {out / 'summary.json'}")
     return lines

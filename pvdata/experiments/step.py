@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError
+from pvdata.pipelines.field_checks import check_model, check_vector
 
 KINDS = ("shift_prediction", "filter")
 
@@ -42,7 +43,7 @@ def build(body: dict[str, Any], where: str) -> ExperimentStep:
     out = body.pop("out", None)
     if "vectors" in body:
         body["vector_args"] = body.pop("vectors")
-    for key in ("traits", "vector_args", "fractions", "drops", "methods", "random_seeds"):
+    for key in ("traits", "vector_args", "fractions", "drops", "methods", "random_seeds", "train_seeds"):
         if key in body and not isinstance(body[key], list):
             body[key] = [body[key]]
     outer = FilterConfig if kind == "filter" else ShiftPredictionConfig
@@ -85,11 +86,9 @@ def check(step: ExperimentStep, refs: dict[str, str]) -> None:
     if cfg.common.train_config is not None and not Path(cfg.common.train_config).is_file():
         raise ConfigError(f"train_config {cfg.common.train_config} does not exist")
     check_train_config(cfg.common)
-    from pvdata.pipelines.spec import _check_model, _check_vector
-
-    _check_model(cfg.common.model)
+    check_model(cfg.common.model)
     for ref in cfg.common.vector_args:
-        _check_vector(ref, refs, "vectors item")
+        check_vector(ref, refs, "vectors item")
 
 
 def run(step: ExperimentStep, warehouse: str, log: Any) -> list[str]:

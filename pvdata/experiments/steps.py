@@ -94,9 +94,15 @@ def check_train_config(common: Common) -> Any:
 
 
 def _train_overrides(
-    common: Common, data: str, trait: str, vector_id: str | None, out: str | None
+    common: Common,
+    data: str,
+    trait: str,
+    vector_id: str | None,
+    out: str | None,
+    train_seed: int | None = None,
 ) -> dict[str, Any]:
     return {
+        "--seed": common.seed if train_seed is None else train_seed,
         "--model": common.model,
         "--data": data,
         "--out": out,
@@ -188,21 +194,32 @@ class Trained:
     evaluate_run_id: str | None = None
 
 
-def finetune(common: Common, trait: str, data: Path, out: Path, warehouse: str, log: Log) -> Trained:
+def finetune(
+    common: Common,
+    trait: str,
+    data: Path,
+    out: Path,
+    warehouse: str,
+    log: Log,
+    train_seed: int | None = None,
+) -> Trained:
     """LoRA-finetune on one dataset with the fixed budget; the shift at the experiment's layer.
 
     The adapter folder is named after the dataset's content too, so a dataset that changed between two
-    runs of an experiment trains afresh instead of colliding with the old run's checkpoints.
+    runs of an experiment trains afresh instead of colliding with the old run's checkpoints. The
+    training seed is `--seed` unless `train_seed` says otherwise; another seed gets its own folder.
     """
     from pvdata.samples.readers import content_hash
     from pvdata.training.config import build_config
     from pvdata.training.pipeline import run_train
 
     adapter_dir = out / "adapters" / trait / f"{data.stem}-{content_hash(data)[:8]}"
+    if train_seed is not None and train_seed != common.seed:
+        adapter_dir = adapter_dir.with_name(f"{adapter_dir.name}-seed{train_seed}")
 
     cfg = build_config(
         common.train_config_path(),
-        _train_overrides(common, str(data), trait, common.vector_specs[trait], str(adapter_dir)),
+        _train_overrides(common, str(data), trait, common.vector_specs[trait], str(adapter_dir), train_seed),
     )
     result = run_train(cfg, warehouse, log=log, progress=False)
     shift = result.stats.get("shift")

@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError, PvdataError
+from pvdata.pipelines.field_checks import Refs, check_adapter, check_model, check_vector
 
 TOP_KEYS = ("name", "description", "warehouse", "steps")
-
-
-Refs = dict[str, str]  # step id -> "vector" | "adapter": what an earlier step makes
 
 
 @dataclass(frozen=True)
@@ -62,54 +60,10 @@ class PipelineSpec:
     models: list[str] = field(default_factory=list)
 
 
-def _check_model(name: str) -> None:
-    from pvdata.models.loading import ALIASES
-
-    if not name:
-        raise ConfigError("model is empty")
-    if name in ALIASES or Path(name).expanduser().is_dir():
-        return
-    if "/" in name and not name.startswith((".", "/", "~")):
-        return  # a hub id: loaded only when the step runs
-    raise ConfigError(
-        f"model {name!r} is not an alias ({', '.join(ALIASES)}), a local folder, or a hub id like org/name"
-    )
-
-
 def _check_questions(trait: Any, split: str, n: int) -> None:
     available = len(trait.split_questions(split))  # type: ignore[arg-type]
     if not 1 <= n <= available:
         raise ConfigError(f"questions {n}: trait {trait.name} has 1..{available} {split} questions")
-
-
-def _check_ref(ref: str, refs: Refs, what: str, field_name: str) -> bool:
-    """True when `ref` is a `$ID` reference (checked against earlier steps), False for a literal value."""
-    if not ref.startswith("$"):
-        return False
-    if refs.get(ref[1:]) != what:
-        known = ", ".join(f"${k}" for k, v in refs.items() if v == what)
-        maker = "an extract step" if what == "vector" else "a train step"
-        article = "a" if what == "vector" else "an"
-        raise ConfigError(
-            f"{field_name} {ref} names no earlier step that makes {article} {what}; "
-            f"valid: {known or f'none ({maker} must come before this one)'}"
-        )
-    return True
-
-
-def _check_vector(ref: str | None, vectors: Refs, field_name: str = "vector") -> None:
-    if ref is None or _check_ref(ref, vectors, "vector", field_name):
-        return
-    # a file that exists, or a warehouse vector id (checked when the step runs)
-    if ref.endswith((".safetensors", ".pt", ".gguf")) and not Path(ref).is_file():
-        raise ConfigError(f"vector file {ref} does not exist")
-
-
-def _check_adapter(ref: str | None, refs: Refs) -> None:
-    if ref is None or _check_ref(ref, refs, "adapter", "adapter"):
-        return
-    if not Path(ref).expanduser().is_dir():
-        raise ConfigError(f"adapter {ref} is not a folder (a saved PEFT adapter, or $ID of a train step)")
 
 
 def _check_extract(cfg: Any, vectors: Refs) -> None:
@@ -117,7 +71,7 @@ def _check_extract(cfg: Any, vectors: Refs) -> None:
     from pvdata.traits import load_trait
 
     trait = load_trait(cfg.trait)
-    _check_model(cfg.model)
+    check_model(cfg.model)
     _check_questions(trait, "extract", cfg.questions)
     if not 1 <= cfg.instructions <= len(trait.instructions):
         raise ConfigError(f"instructions {cfg.instructions}: valid 1..{len(trait.instructions)}")
@@ -133,10 +87,10 @@ def _check_evaluate(cfg: Any, vectors: Refs) -> None:
     from pvdata.traits import load_trait
 
     trait = load_trait(cfg.trait)
-    _check_model(cfg.model)
+    check_model(cfg.model)
     _check_questions(trait, "eval", cfg.questions)
-    _check_vector(cfg.vector, vectors)
-    _check_adapter(cfg.adapter, vectors)
+    check_vector(cfg.vector, vectors)
+    check_adapter(cfg.adapter, vectors)
     if cfg.vector and not cfg.layers:
         raise ConfigError("a steering sweep (vector) needs layers, e.g. layers: [12, 15, 18]")
     if cfg.positions not in ("response", "prompt", "all"):
@@ -148,9 +102,9 @@ def _check_monitor(cfg: Any, vectors: Refs) -> None:
     from pvdata.traits import load_trait
 
     trait = load_trait(cfg.trait)
-    _check_model(cfg.model)
+    check_model(cfg.model)
     _check_questions(trait, "eval", cfg.questions)
-    _check_vector(cfg.vector, vectors)
+    check_vector(cfg.vector, vectors)
     if cfg.ladder is not None:
         custom_ladder(cfg.ladder)
 
@@ -181,9 +135,9 @@ def _build_screen(body: dict[str, Any], where: str) -> ScreenStep:
 
 def _check_screen(step: Any, refs: Refs) -> None:
     cfg = step.config
-    _check_model(cfg.model)
+    check_model(cfg.model)
     for ref in cfg.vectors:
-        _check_vector(ref, refs, "vectors item")
+        check_vector(ref, refs, "vectors item")
     cfg.check()
     if not Path(cfg.dataset).expanduser().exists():
         raise ConfigError(f"dataset {cfg.dataset} not found: give a .jsonl, .csv or .parquet file or folder")
@@ -216,17 +170,17 @@ def _build_train(body: dict[str, Any], where: str) -> Any:
 def _check_train(cfg: Any, refs: Refs) -> None:
     from pvdata.traits import load_trait
 
-    _check_model(cfg.model)
+    check_model(cfg.model)
     if not Path(cfg.data).expanduser().is_file():
         raise ConfigError(f'data {cfg.data} does not exist (a JSONL of {{"messages": [...]}})')
     if cfg.eval_data is not None and not Path(cfg.eval_data).expanduser().is_file():
         raise ConfigError(f"eval_data {cfg.eval_data} does not exist")
     if cfg.steering is not None:
         load_trait(cfg.steering.trait)
-        _check_vector(cfg.steering.vector, refs, "steering.vector")
+        check_vector(cfg.steering.vector, refs, "steering.vector")
     if cfg.monitor.trait is not None:
         load_trait(cfg.monitor.trait)
-    _check_vector(cfg.monitor.vector, refs, "monitor.vector")
+    check_vector(cfg.monitor.vector, refs, "monitor.vector")
 
 
 def step_kinds() -> dict[str, StepKind]:
