@@ -470,3 +470,26 @@ def test_filter_train_seeds_must_be_distinct(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--train-seeds 1,1" in err[0], err
     assert not (tmp_path / "out").exists() and not (tmp_path / "wh").exists()
+
+
+def test_another_budget_in_the_same_out_trains_in_its_own_folders(
+    tmp_path: Path, inputs: dict[str, Path]
+) -> None:
+    """A second budget (--max-steps, or another --train-config) in the same --out must not meet the first
+    budget's checkpoints (they belong to other train runs, which training refuses to resume from)."""
+    from pvdata.cli.main import main
+
+    wh, out = tmp_path / "wh", tmp_path / "out"
+    argv = ["experiment", "filter", *_argv(inputs, wh, out, "--drop", "0.5", "--random-seeds", "0")]
+    argv += ["--methods", "exact"]
+    assert main([*argv, "--max-steps", "1"]) == 0
+    assert main([*argv, "--max-steps", "2"]) == 0
+    steps = _sql(
+        wh,
+        "SELECT json_extract(config, '$.optim.max_steps')::INT AS s, count(DISTINCT "
+        "json_extract_string(stats, '$.adapter')) FROM runs WHERE kind = 'train' AND status = 'succeeded' "
+        "GROUP BY s ORDER BY s",
+    )
+    assert steps == [(1, 4), (2, 4)]  # four datasets per budget, each in its own folder
+    folders = sorted(p.name for p in (out / "adapters" / "evil").iterdir())
+    assert len(folders) == 8 and len({f.rsplit("-", 1)[-1] for f in folders}) == 2

@@ -206,14 +206,21 @@ def finetune(
     """LoRA-finetune on one dataset with the fixed budget; the shift at the experiment's layer.
 
     The adapter folder is named after the dataset's content too, so a dataset that changed between two
-    runs of an experiment trains afresh instead of colliding with the old run's checkpoints. The
-    training seed is `--seed` unless `train_seed` says otherwise; another seed gets its own folder.
+    runs of an experiment trains afresh instead of colliding with the old run's checkpoints, and so is
+    the training budget (config file, --max-steps): another budget in the same --out trains in its
+    own folder instead of refusing the other budget's checkpoints. The training seed is `--seed`
+    unless `train_seed` says otherwise; another seed gets its own folder.
     """
     from pvdata.samples.readers import content_hash
     from pvdata.training.config import build_config
+    from pvdata.training.data import file_sha256
     from pvdata.training.pipeline import run_train
+    from pvdata.warehouse.ids import config_hash
 
-    adapter_dir = out / "adapters" / trait / f"{data.stem}-{content_hash(data)[:8]}"
+    path = common.train_config_path()
+    budget = {"train_config": file_sha256(path) if path else None, "max_steps": common.max_steps}
+    name = f"{data.stem}-{content_hash(data)[:8]}-{config_hash(budget)[:6]}"
+    adapter_dir = out / "adapters" / trait / name
     if train_seed is not None and train_seed != common.seed:
         adapter_dir = adapter_dir.with_name(f"{adapter_dir.name}-seed{train_seed}")
 
