@@ -67,7 +67,7 @@ class LocalExecutor:
 
     def capture(self, job: CaptureJob, items: Sequence[Any], *, chunk: int) -> Iterator[CapturedChunk]:
         from pvdata.activations.capture import capture_encoded
-        from pvdata.pipelines.capture_stage import encode_items
+        from pvdata.activations.items import encode_items
 
         if not items:
             return

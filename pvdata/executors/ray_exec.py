@@ -321,7 +321,7 @@ class CaptureWorker(_ModelWorker):
         import torch
 
         from pvdata.activations.capture import capture_encoded
-        from pvdata.pipelines.capture_stage import CaptureItem, encode_items
+        from pvdata.activations.items import CaptureItem, encode_items
 
         cols = {name: batch.column(name).to_pylist() for name in batch.column_names}
         items = [
