@@ -69,23 +69,45 @@ def import_ray() -> Any:
 # ---- the wire format, driver side ---------------------------------------------------------------------
 
 
-def raise_failure(table: pa.Table) -> None:
-    """Raise the user error a worker returned, as its own class with its own message."""
+def raise_failure(table: pa.Table, what: str) -> None:
+    """Raise the error a worker returned: a user error (PvdataError) as its own class with its own
+    message, anything else as an ExecutorError that names its type and message."""
     if FAILURE not in table.column_names or table.column(FAILURE).null_count == len(table):
         return
     info = json.loads(next(f for f in table.column(FAILURE).to_pylist() if f))
-    cls: Any = ExecutorError
     try:
         import importlib
 
         found = getattr(importlib.import_module(info["module"]), info["type"])
-        if isinstance(found, type) and issubclass(found, PvdataError):
-            cls = found
     except (ImportError, AttributeError):
-        pass
-    exc = cls.__new__(cls)  # some PvdataErrors take other constructor arguments; the message is all
-    exc.args = (info["message"],)
-    raise exc
+        found = None
+    if isinstance(found, type) and issubclass(found, PvdataError):
+        exc = found.__new__(found)  # some PvdataErrors take other constructor arguments; the message is all
+        exc.args = (info["message"],)
+        raise exc
+    if found is None and info["module"].startswith("pvdata"):  # a PvdataError of another pvdata version
+        raise ExecutorError(info["message"])
+    name = info["type"] if info["module"] == "builtins" else f"{info['module']}.{info['type']}"
+    raise ExecutorError(failure_message(what, name, one_line(info["message"]), in_worker=True))
+
+
+def one_line(text: str) -> str:
+    text = " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def failure_message(what: str, name: str, text: str, *, in_worker: bool = False) -> str:
+    """One line: the step, the cause, and that a rerun resumes after the committed chunks."""
+    where = " (raised inside a Ray worker; its traceback is in the worker's log)" if in_worker else ""
+    hint = (
+        ""
+        if in_worker
+        else " (--worker-retries sets how often a dead worker is replaced before a step fails)"
+    )
+    return (
+        f"the Ray executor failed during {what}: {name}: {text}{where} The chunks committed before the "
+        f"failure are kept: rerun the same command to resume{hint}"
+    )
 
 
 def encode_score_inputs(samples: Sequence[Any]) -> pa.Table:
@@ -191,14 +213,8 @@ def translate_error(exc: BaseException, what: str) -> PvdataError:
     named = [e for e in causes if str(e).strip() and not isinstance(e, StopIteration | GeneratorExit)]
     deaths = [e for e in named if any(d in type(e).__name__ for d in WORKER_DEATHS)]
     cause = (deaths or named or [exc])[0]
-    text = " ".join(str(cause).strip().splitlines()[0].split()) if str(cause).strip() else ""
-    text = text if len(text) <= 300 else text[:297] + "..."
     name = type(cause).__name__.removeprefix("RayTaskError(").removesuffix(")")
-    return ExecutorError(
-        f"the Ray executor failed during {what}: {name}: {text} The chunks committed before the failure "
-        "are kept: rerun the same command to resume (--worker-retries sets how often a dead worker is "
-        "replaced before a step fails)"
-    )
+    return ExecutorError(failure_message(what, name, one_line(str(cause))))
 
 
 class RayExecutor:
@@ -316,7 +332,7 @@ class RayExecutor:
     def _results(self, ds: Any, what: str) -> Iterator[pa.Table]:
         try:
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                raise_failure(table)
+                raise_failure(table, what)
                 if table.num_rows:
                     yield table
         except PvdataError:

@@ -5,12 +5,14 @@ Each actor loads the model once in its constructor; a call turns one chunk (an A
 Arrow table with ONE ROW PER ITEM that carries all of that item's output (a list column), so however
 Ray Data slices its output blocks, an item's rows are never split. The score and capture actors run a
 chunk through the local executor's loop (pvdata.executors.passes), host preparation prefetched when
-`prefetch` (the default). A user error (PvdataError) becomes a failure row the driver raises as itself.
+`prefetch` (the default). An error in a call becomes a failure row: the driver raises a user error
+(PvdataError) as itself, any other as an ExecutorError naming its type and message.
 """
 
 from __future__ import annotations
 
 import json
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,16 +86,17 @@ def output_table(columns: dict[str, Any], schema: pa.Schema) -> pa.Table:
     return pa.table({**columns, FAILURE: pa.nulls(n, pa.string())}, schema=schema)
 
 
-def failure_table(exc: PvdataError, schema: pa.Schema) -> pa.Table:
-    """One row that carries a user error to the driver. Raised in a worker, a PvdataError would reach
-    the driver as a Ray error wrapping its traceback text (its class and message lost on the way)."""
+def failure_table(exc: Exception, schema: pa.Schema) -> pa.Table:
+    """One row that carries an error to the driver. Raised in a worker, it would reach the driver as a
+    Ray error wrapping its traceback text (its class and message lost on the way)."""
     info = {"module": type(exc).__module__, "type": type(exc).__qualname__, "message": str(exc)}
     cols = {f.name: pa.nulls(1, f.type) for f in schema if f.name != FAILURE}
     return pa.table({**cols, FAILURE: pa.array([json.dumps(info)], pa.string())}, schema=schema)
 
 
 class _Worker:
-    """The common part of the actors: a user error while loading or in a batch becomes a failure row."""
+    """The common part of the actors: a user error while loading, or any error in a batch (host
+    preparation included), becomes a failure row; the driver raises it (pvdata.executors.ray_exec)."""
 
     schema: pa.Schema
 
@@ -109,6 +112,9 @@ class _Worker:
         try:
             return self.run(batch)
         except PvdataError as exc:
+            return failure_table(exc, self.schema)
+        except Exception as exc:  # not a user error: its traceback to the worker's log, type and message on
+            traceback.print_exc()
             return failure_table(exc, self.schema)
 
     def run(self, batch: pa.Table) -> pa.Table:
