@@ -1,5 +1,5 @@
-"""The Ray executor on a local 2-CPU Ray cluster: the same rows as the local executor, a killed worker
-replaced, a failed run resumed exactly-once, and clear errors."""
+"""The Ray executor on a local 2-CPU Ray cluster: the same rows as the local executor (prefetch on or
+off), a killed worker replaced, a failed run resumed exactly-once, and clear errors."""
 
 from __future__ import annotations
 
@@ -9,13 +9,24 @@ import sys
 import time
 
 import duckdb
+import numpy as np
 import pytest
 import ray
 import torch
 
+from pvdata.activations.items import CaptureItem
+from pvdata.bench.screen import random_vector
 from pvdata.cli.main import main
 from pvdata.errors import ConfigError, ModelError, PvdataError
-from pvdata.executors import ExecutorConfig, ExecutorError, ModelSpec, ScoreJob, check_reachable
+from pvdata.executors import (
+    CaptureJob,
+    ExecutorConfig,
+    ExecutorError,
+    LocalExecutor,
+    ModelSpec,
+    ScoreJob,
+    check_reachable,
+)
 from pvdata.executors.ray_exec import KILL_POINT, RayExecutor, _connect
 from pvdata.pipelines.extract import ExtractConfig, run_extract
 from pvdata.pipelines.screen import ScreenConfig, run_screen
@@ -217,6 +228,113 @@ def test_a_user_error_inside_a_worker_comes_back_as_itself(cluster, data):
     with pytest.raises(ModelError, match="unknown model 'no-such-model'") as info:
         list(executor.score(ScoreJob((vector,), [2], ("raw",)), samples, chunk=4))
     assert not isinstance(info.value, ExecutorError)
+
+
+def _score_inputs() -> list[ScoreInput]:
+    """10 samples over 3 prompts, each with a base answer shared by the samples of its prompt."""
+    return [
+        ScoreInput(
+            f"s{i}",
+            ({"role": "user", "content": f"Question {i % 3}?"},),
+            "answer " * (i + 1),
+            f"base answer {i % 3}",
+            f"g{i % 3}",
+        )
+        for i in range(10)
+    ]
+
+
+def _scored(parts) -> list[tuple]:
+    """The chunks in sample order (Ray yields them as they finish)."""
+    out = [
+        ([s.sample_id for s in p.samples], p.result.projections, p.result.scores, p.result.errors)
+        for p in parts
+    ]
+    return sorted(out, key=lambda part: part[0])
+
+
+def _captured(parts) -> list[tuple]:
+    out = [(p.n_items, p.source_ids, p.errors, p.layers, p.poolings, p.values) for p in parts]
+    return sorted(out, key=lambda part: sorted([*part[1], *part[2]]))
+
+
+def _assert_same_capture(got, want, exact: bool) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g[:5] == w[:5]
+        for pooling in w[4]:
+            assert g[5][pooling].dtype == w[5][pooling].dtype == np.float32
+            if exact:
+                assert np.array_equal(g[5][pooling], w[5][pooling]), pooling
+            else:
+                np.testing.assert_allclose(g[5][pooling], w[5][pooling], rtol=1e-6, atol=1e-6)
+
+
+def _close_rows(got: list[dict], want: list[dict]) -> bool:
+    return got == [
+        {k: pytest.approx(v, rel=1e-6, abs=1e-6) if isinstance(v, float) else v for k, v in row.items()}
+        for row in want
+    ]
+
+
+def test_ray_score_and_capture_are_bit_identical_with_and_without_prefetch(cluster, tiny_llama):
+    vector = random_vector(tiny_llama.n_layers, tiny_llama.hidden_size, 0)
+    spec = ModelSpec(MODEL, dtype="float32", device="cpu")
+    job = ScoreJob((vector,), [2, 3], tuple(METHODS), token_budget=64)
+    samples = _score_inputs()
+    items = [CaptureItem(f"c{i}", f"question {i}?", "answer " * (i + 1)) for i in range(7)]
+    items.append(CaptureItem("empty", "question 0?", ""))  # not captured: an error row in both
+    cjob = CaptureJob.of([1, 3], ["response_avg", "prompt_last", "prompt_avg"], token_budget=32)
+
+    local = LocalExecutor(tiny_llama)
+    want_score = _scored(local.score(job, samples, chunk=4))
+    want_capture = _captured(local.capture(cjob, items, chunk=3))
+    got_score, got_capture = {}, {}
+    for on in (True, False):
+        executor = RayExecutor(ExecutorConfig("ray", num_workers=2), spec, log=print, prefetch=on)
+        assert executor._model_kwargs(job)["prefetch"] is on  # what the actors are built with
+        got_score[on] = _scored(executor.score(job, samples, chunk=4))
+        got_capture[on] = _captured(executor.capture(cjob, items, chunk=3))
+    assert [p[0] for p in got_score[True]] == [
+        ["s0", "s1", "s2", "s3"],
+        ["s4", "s5", "s6", "s7"],
+        ["s8", "s9"],
+    ]
+    assert got_score[True] == got_score[False]  # floats compared exactly
+    _assert_same_capture(got_capture[True], got_capture[False], exact=True)
+    assert any(part[2] for part in want_capture)  # the empty answer's error travelled
+    # the local executor's rows: the same chunks and ids; the values equal (bit for bit on this CPU,
+    # up to float rounding where the workers run with other thread counts)
+    assert [(p[0], p[3]) for p in got_score[True]] == [(p[0], p[3]) for p in want_score]
+    for got, want in zip(got_score[True], want_score, strict=True):
+        assert _close_rows(got[1], want[1]) and _close_rows(got[2], want[2])
+    _assert_same_capture(got_capture[True], want_capture, exact=False)
+
+
+def test_an_error_in_host_preparation_inside_a_worker_reaches_the_driver(cluster, tiny_llama):
+    vector = random_vector(tiny_llama.n_layers, tiny_llama.hidden_size, 0)
+    spec = ModelSpec(MODEL, dtype="float32", device="cpu")
+    good = _score_inputs()[:3]
+    # a user error (an unknown method, found when the chunk is prepared): the same error as locally
+    job = ScoreJob((vector,), [2], ("nope",))
+    with pytest.raises(ConfigError) as local:
+        list(LocalExecutor(tiny_llama).score(job, good, chunk=4))
+    with pytest.raises(ConfigError) as remote:
+        list(RayExecutor(ExecutorConfig("ray"), spec, log=print, prefetch=False).score(job, good, chunk=4))
+    assert str(remote.value) == str(local.value) and "unknown method ['nope']" in str(local.value)
+    # any other error while templating a chunk (a prompt message without content): locally itself, on
+    # Ray an ExecutorError naming its type and message (not Ray's wrapping of the worker's traceback)
+    bad = [*good, ScoreInput("s9", ({"role": "user"},), "an answer")]
+    job = ScoreJob((vector,), [2], ("raw",))
+    with pytest.raises(KeyError, match="content"):
+        list(LocalExecutor(tiny_llama).score(job, bad, chunk=2))
+    executor = RayExecutor(ExecutorConfig("ray"), spec, log=print, prefetch=True)
+    with pytest.raises(ExecutorError) as info:
+        list(executor.score(job, bad, chunk=2))
+    assert str(info.value).startswith(
+        "the Ray executor failed during projections: KeyError: 'content' (raised inside a Ray worker"
+    ), str(info.value)
+    assert "rerun the same command to resume" in str(info.value)
 
 
 def test_flag_errors_come_before_any_model_or_cluster(tmp_path, data, capsys, monkeypatch):

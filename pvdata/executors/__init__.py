@@ -42,14 +42,17 @@ def make_executor(
     lm: Any = None,
     facts: ModelFacts | None = None,
     log: Callable[[str], None] = print,
+    prefetch: bool = True,
 ) -> Executor:
     """The executor a config names. `lm` (a loaded model or a loader) serves the local one; the ray one
-    loads `model` in each worker and checks it against `facts` (layers and width read by the driver)."""
+    loads `model` in each worker and checks it against `facts` (layers and width read by the driver).
+    `prefetch`: host preparation ahead of the device, in this process or in each worker (False: inline,
+    the same results)."""
     if config.name == "local":
-        return LocalExecutor(lm, model)
+        return LocalExecutor(lm, model, prefetch=prefetch)
     from pvdata.executors.ray_exec import RayExecutor
 
-    return RayExecutor(config, model, log=log, facts=facts)
+    return RayExecutor(config, model, log=log, facts=facts, prefetch=prefetch)
 
 
 __all__ = [

@@ -1,15 +1,17 @@
 """The local executor: every batch in this process, one after another, on a model loaded once.
 
 The host work of the next chunk (chat template, tokenisation) runs in a background thread while the
-device runs this one (pvdata.activations.prefetch); chunks and their order are unchanged."""
+device runs this one (pvdata.executors.passes, shared with the Ray workers); chunks and their order are
+unchanged."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from pvdata.activations.prefetch import PassTimings, prefetch
+from pvdata.activations.prefetch import PassTimings
 from pvdata.executors.base import CapturedChunk, CaptureJob, GenerateJob, ModelSpec, ScoredChunk, ScoreJob
+from pvdata.executors.passes import capture_pass, chunks, score_pass
 
 
 class LocalExecutor:
@@ -41,53 +43,16 @@ class LocalExecutor:
         return self._lm
 
     def score(self, job: ScoreJob, samples: Sequence[Any], *, chunk: int) -> Iterator[ScoredChunk]:
-        import pvdata.screening.scoring as scoring  # looked up per call: tests wrap score_batch
-
         if not samples:
             return
-        lm = self.lm()
-        tok, methods = lm.tokenizer, job.methods
-        parts = (list(samples[start : start + chunk]) for start in range(0, len(samples), chunk))
-        ahead = ((part, scoring.prepare_score(tok, part, methods)) for part in parts)
-        with prefetch(ahead, enabled=self.prefetch, timings=self.timings) as ready:
-            for part, prepared in ready:
-                batch = scoring.score_batch(
-                    lm,
-                    part,
-                    list(job.vectors),
-                    job.layers,
-                    job.methods,
-                    token_budget=job.token_budget,
-                    max_length=job.max_length,
-                    prepared=prepared,
-                    prefetch_batches=self.prefetch,
-                    timings=self.timings,
-                )
-                yield ScoredChunk(part, batch)
+        parts = chunks(samples, chunk)
+        yield from score_pass(self.lm(), job, parts, prefetch=self.prefetch, timings=self.timings)
 
     def capture(self, job: CaptureJob, items: Sequence[Any], *, chunk: int) -> Iterator[CapturedChunk]:
-        from pvdata.activations.capture import capture_encoded
-        from pvdata.pipelines.capture_stage import encode_items
-
         if not items:
             return
-        lm = self.lm()
-        tok = lm.tokenizer
-        parts = (list(items[start : start + chunk]) for start in range(0, len(items), chunk))
-        ahead = ((part, encode_items(tok, part)) for part in parts)
-        with prefetch(ahead, enabled=self.prefetch, timings=self.timings) as ready:
-            for part, encoded in ready:
-                result = capture_encoded(
-                    lm,
-                    encoded,
-                    layers=job.layers,
-                    poolings=job.poolings,
-                    token_budget=job.token_budget,
-                    max_length=job.max_length,
-                    prefetch_batches=self.prefetch,
-                    timings=self.timings,
-                )
-                yield CapturedChunk.from_result(part, result)
+        parts = chunks(items, chunk)
+        yield from capture_pass(self.lm(), job, parts, prefetch=self.prefetch, timings=self.timings)
 
     def generation_backend(self, job: GenerateJob) -> Any:
         from pvdata.generation.backends import backend_kind, make_backend

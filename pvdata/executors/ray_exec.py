@@ -5,11 +5,11 @@ What runs where:
 - the driver (the `pvdata` process) reads and validates the input, asks the warehouse what each run has
   committed, and builds a Ray Data dataset of the PENDING work items only, one block per chunk
   (`--chunk-size` items), so the batches are the local executor's chunks;
-- `map_batches` runs a callable class on a fixed pool of `--num-workers` actors (`ActorPoolStrategy`),
-  each reserving `--cpus-per-worker` CPUs and `--gpus-per-worker` GPUs and loading the model ONCE in its
-  constructor; a call turns one chunk (an Arrow table) into one Arrow table with ONE ROW PER ITEM that
-  carries all of that item's output (a list column), so however Ray Data slices its output blocks, an
-  item's rows are never split;
+- `map_batches` runs a callable class (pvdata.executors.ray_workers) on a fixed pool of `--num-workers`
+  actors (`ActorPoolStrategy`), each reserving `--cpus-per-worker` CPUs and `--gpus-per-worker` GPUs and
+  loading the model ONCE in its constructor; a call turns one chunk (an Arrow table) into one Arrow table
+  with ONE ROW PER ITEM that carries all of that item's output (a list column), so however Ray Data
+  slices its output blocks, an item's rows are never split;
 - the driver iterates the results (`iter_batches`, in completion order) and writes each batch through
   the stage's run writer, committing it: exactly-once resume (`done_ids`) and atomic Parquet files are
   the stage's own, unchanged. Workers never touch the warehouse.
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pvdata.errors import ConfigError, ModelError, PvdataError
+from pvdata.errors import ConfigError, PvdataError
 from pvdata.executors.base import (
     CapturedChunk,
     CaptureJob,
@@ -46,66 +46,15 @@ from pvdata.executors.base import (
     ray_missing_error,
     unreachable_message,
 )
+from pvdata.executors.ray_workers import FAILURE, CaptureWorker, GenerateWorker, ScoreWorker
+
+# re-exported from where they were (tests kill workers at KILL_POINT and round-trip the score inputs)
+from pvdata.executors.ray_workers import KILL_POINT as KILL_POINT
+from pvdata.executors.ray_workers import decode_score_inputs as decode_score_inputs
 
 Log = Callable[[str], None]
-KILL_POINT = "ray-worker-batch"  # pvdata.testing.faults: where a test may kill a worker
 WAIT_FOR_WORKERS_S = 600  # a remote cluster that cannot place the workers fails after this, not never
 CONNECT_TIMEOUT_S = 60.0  # ray.init to an address that accepts TCP but is no Ray cluster hangs for good
-
-PROJECTION = pa.struct(
-    [
-        ("source_id", pa.string()),
-        ("vector_id", pa.string()),
-        ("layer", pa.int64()),
-        ("kind", pa.string()),
-        ("value", pa.float64()),
-    ]
-)
-SCORE = pa.struct(
-    [
-        ("sample_id", pa.string()),
-        ("vector_id", pa.string()),
-        ("trait", pa.string()),
-        ("layer", pa.int64()),
-        ("method", pa.string()),
-        ("proj_train", pa.float64()),
-        ("proj_base", pa.float64()),
-        ("score", pa.float64()),
-        ("base_generation_id", pa.string()),
-        ("error", pa.string()),
-    ]
-)
-SOURCE_ERROR = pa.struct([("source_id", pa.string()), ("error", pa.string())])
-RESULT = pa.struct(
-    [
-        ("sample_index", pa.int64()),
-        ("text", pa.string()),
-        ("n_tokens", pa.int64()),
-        ("finish_reason", pa.string()),
-        ("error", pa.string()),
-    ]
-)
-
-
-FAILURE = "failure"  # a user error (PvdataError) inside a worker travels as data: JSON in this column
-SCORE_SCHEMA = pa.schema(
-    [
-        ("sample_id", pa.string()),
-        ("projections", pa.list_(PROJECTION)),
-        ("scores", pa.list_(SCORE)),
-        ("errors", pa.list_(SOURCE_ERROR)),
-        (FAILURE, pa.string()),
-    ]
-)
-CAPTURE_SCHEMA = pa.schema(
-    [
-        ("source_id", pa.string()),
-        ("error", pa.string()),
-        ("values", pa.large_list(pa.float32())),
-        (FAILURE, pa.string()),
-    ]
-)
-GENERATE_SCHEMA = pa.schema([("index", pa.int64()), ("results", pa.list_(RESULT)), (FAILURE, pa.string())])
 
 
 def import_ray() -> Any:
@@ -117,86 +66,48 @@ def import_ray() -> Any:
     return ray
 
 
-# ---- inside the workers --------------------------------------------------------------------------------
+# ---- the wire format, driver side ---------------------------------------------------------------------
 
 
-def output_table(columns: dict[str, Any], schema: pa.Schema) -> pa.Table:
-    n = len(next(iter(columns.values())))
-    return pa.table({**columns, FAILURE: pa.nulls(n, pa.string())}, schema=schema)
-
-
-def failure_table(exc: PvdataError, schema: pa.Schema) -> pa.Table:
-    """One row that carries a user error to the driver. Raised in a worker, a PvdataError would reach
-    the driver as a Ray error wrapping its traceback text (its class and message lost on the way)."""
-    info = {"module": type(exc).__module__, "type": type(exc).__qualname__, "message": str(exc)}
-    cols = {f.name: pa.nulls(1, f.type) for f in schema if f.name != FAILURE}
-    return pa.table({**cols, FAILURE: pa.array([json.dumps(info)], pa.string())}, schema=schema)
-
-
-def raise_failure(table: pa.Table) -> None:
-    """Raise the user error a worker returned, as its own class with its own message."""
+def raise_failure(table: pa.Table, what: str) -> None:
+    """Raise the error a worker returned: a user error (PvdataError) as its own class with its own
+    message, anything else as an ExecutorError that names its type and message."""
     if FAILURE not in table.column_names or table.column(FAILURE).null_count == len(table):
         return
     info = json.loads(next(f for f in table.column(FAILURE).to_pylist() if f))
-    cls: Any = ExecutorError
     try:
         import importlib
 
         found = getattr(importlib.import_module(info["module"]), info["type"])
-        if isinstance(found, type) and issubclass(found, PvdataError):
-            cls = found
     except (ImportError, AttributeError):
-        pass
-    exc = cls.__new__(cls)  # some PvdataErrors take other constructor arguments; the message is all
-    exc.args = (info["message"],)
-    raise exc
+        found = None
+    if isinstance(found, type) and issubclass(found, PvdataError):
+        exc = found.__new__(found)  # some PvdataErrors take other constructor arguments; the message is all
+        exc.args = (info["message"],)
+        raise exc
+    if found is None and info["module"].startswith("pvdata"):  # a PvdataError of another pvdata version
+        raise ExecutorError(info["message"])
+    name = info["type"] if info["module"] == "builtins" else f"{info['module']}.{info['type']}"
+    raise ExecutorError(failure_message(what, name, one_line(info["message"]), in_worker=True))
 
 
-class _Worker:
-    """The common part of the actors: a user error while loading or in a batch becomes a failure row."""
-
-    schema: pa.Schema
-
-    def __init__(self) -> None:
-        self.init_error: PvdataError | None = None
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from pvdata.testing.faults import kill_point
-
-        kill_point(KILL_POINT)
-        if self.init_error is not None:
-            return failure_table(self.init_error, self.schema)
-        try:
-            return self.run(batch)
-        except PvdataError as exc:
-            return failure_table(exc, self.schema)
-
-    def run(self, batch: pa.Table) -> pa.Table:
-        raise NotImplementedError
+def one_line(text: str) -> str:
+    text = " ".join(text.strip().splitlines()[0].split()) if text.strip() else ""
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
-class _ModelWorker(_Worker):
-    """An actor that loads the model once (checked against the driver's `shape`) and keeps its job."""
-
-    def __init__(self, model: ModelSpec, job: Any, shape: tuple[int, int] | None = None) -> None:
-        super().__init__()
-        self.job = job
-        try:
-            self.lm = _load(model, shape)
-        except PvdataError as exc:
-            self.init_error = exc
-
-
-def _load(model: ModelSpec, shape: tuple[int, int] | None) -> Any:
-    lm = model.load()
-    if shape is not None and (lm.n_layers, lm.hidden_size) != tuple(shape):
-        raise ModelError(
-            f"a Ray worker loaded {model.name} with {lm.n_layers} layers and hidden size "
-            f"{lm.hidden_size}, but the driver read {shape[0]} layers and hidden size {shape[1]} from its "
-            "config: the worker nodes see other files under this name; give every node the same model "
-            "folder and pvdata version"
-        )
-    return lm
+def failure_message(what: str, name: str, text: str, *, in_worker: bool = False) -> str:
+    """One line: the step, the cause, and that a rerun resumes after the committed chunks."""
+    where = " (raised inside a Ray worker; its traceback is in the worker's log)" if in_worker else ""
+    hint = (
+        ""
+        if in_worker
+        else " (--worker-retries sets how often a dead worker is replaced before a step fails)"
+    )
+    return (
+        f"the Ray executor failed during {what}: {name}: {text}{where} The chunks committed before the "
+        f"failure are kept: rerun the same command to resume{hint}"
+    )
 
 
 def encode_score_inputs(samples: Sequence[Any]) -> pa.Table:
@@ -212,59 +123,6 @@ def encode_score_inputs(samples: Sequence[Any]) -> pa.Table:
     )
 
 
-def decode_score_inputs(batch: pa.Table) -> list[Any]:
-    from pvdata.screening.scoring import ScoreInput
-
-    cols = {name: batch.column(name).to_pylist() for name in batch.column_names}
-    return [
-        ScoreInput(
-            sid,
-            tuple(dict(m) for m in json.loads(prompt)),
-            answer,
-            base,
-            bid,
-            tuple((str(g), str(a)) for g, a in json.loads(more or "[]")),
-        )
-        for sid, prompt, answer, base, bid, more in zip(
-            cols["sample_id"],
-            cols["prompt"],
-            cols["answer"],
-            cols["base_answer"],
-            cols["base_id"],
-            cols["more_bases"],
-            strict=True,
-        )
-    ]
-
-
-def encode_scored(samples: Sequence[Any], batch: Any) -> pa.Table:
-    """One row per sample: its projection rows, its score rows and its errors. A base answer's rows go
-    with the first sample of the chunk that has it (as score_batch projects it once per chunk)."""
-    owner: dict[str, int] = {}
-    for i, s in enumerate(samples):
-        owner.setdefault(s.sample_id, i)
-        for base_id, _ in s.bases:
-            owner.setdefault(base_id, i)
-    proj: list[list[dict[str, Any]]] = [[] for _ in samples]
-    scores: list[list[dict[str, Any]]] = [[] for _ in samples]
-    errors: list[list[dict[str, Any]]] = [[] for _ in samples]
-    for row in batch.projections:
-        proj[owner[row["source_id"]]].append(row)
-    for row in batch.scores:
-        scores[owner[row["sample_id"]]].append(row)
-    for source, error in batch.errors.items():
-        errors[owner[source]].append({"source_id": source, "error": error})
-    return output_table(
-        {
-            "sample_id": pa.array([s.sample_id for s in samples], pa.string()),
-            "projections": pa.array(proj, pa.list_(PROJECTION)),
-            "scores": pa.array(scores, pa.list_(SCORE)),
-            "errors": pa.array(errors, pa.list_(SOURCE_ERROR)),
-        },
-        SCORE_SCHEMA,
-    )
-
-
 def decode_scored(table: pa.Table, by_id: dict[str, Any]) -> ScoredChunk:
     from pvdata.screening.scoring import ScoredBatch
 
@@ -275,31 +133,6 @@ def decode_scored(table: pa.Table, by_id: dict[str, Any]) -> ScoredChunk:
     return ScoredChunk(samples, ScoredBatch(proj, scores, errors))
 
 
-class ScoreWorker(_ModelWorker):
-    """A Ray Data actor: the model loaded once, `score_batch` per chunk."""
-
-    schema = SCORE_SCHEMA
-    job: ScoreJob
-
-    def run(self, batch: pa.Table) -> pa.Table:
-        from pvdata.screening.scoring import ScoredBatch, score_batch
-
-        samples = decode_score_inputs(batch)
-        if not samples:
-            return encode_scored([], ScoredBatch())
-        job = self.job
-        out = score_batch(
-            self.lm,
-            samples,
-            list(job.vectors),
-            job.layers,
-            job.methods,
-            token_budget=job.token_budget,
-            max_length=job.max_length,
-        )
-        return encode_scored(samples, out)
-
-
 def encode_capture_items(items: Sequence[Any]) -> pa.Table:
     return pa.table(
         {
@@ -308,62 +141,6 @@ def encode_capture_items(items: Sequence[Any]) -> pa.Table:
             "answer": [i.answer for i in items],
         }
     )
-
-
-class CaptureWorker(_ModelWorker):
-    """A Ray Data actor: pooled activations per chunk, one row per item ([poolings, layers, H] flattened,
-    null when the item could not be captured)."""
-
-    schema = CAPTURE_SCHEMA
-    job: CaptureJob
-
-    def run(self, batch: pa.Table) -> pa.Table:
-        import torch
-
-        from pvdata.activations.capture import capture_encoded
-        from pvdata.pipelines.capture_stage import CaptureItem, encode_items
-
-        cols = {name: batch.column(name).to_pylist() for name in batch.column_names}
-        items = [
-            CaptureItem(s, p, a)
-            for s, p, a in zip(cols["source_id"], cols["prompt_text"], cols["answer"], strict=True)
-        ]
-        job = self.job
-        errors: list[str | None] = []
-        flat = np.zeros(0, np.float32)
-        if items:
-            result = capture_encoded(
-                self.lm,
-                encode_items(self.lm.tokenizer, items),
-                layers=job.layers,
-                poolings=job.poolings,
-                token_budget=job.token_budget,
-                max_length=job.max_length,
-            )
-            if tuple(result.layers) != job.layers or tuple(result.poolings) != job.poolings:
-                raise ModelError(
-                    f"captured layers {result.layers} / poolings {result.poolings}, expected {job}"
-                )
-            errors = list(result.errors)
-            ok = [i for i, e in enumerate(errors) if e is None]
-            stacked = torch.stack([result.values[p][ok] for p in job.poolings], dim=1)  # [n_ok, P, L, H]
-            flat = stacked.numpy().astype(np.float32, copy=False).reshape(-1)
-        per = flat.size // max(1, sum(e is None for e in errors))
-        offsets = np.zeros(len(items) + 1, np.int64)
-        offsets[1:] = np.cumsum([per if e is None else 0 for e in errors])
-        values = pa.LargeListArray.from_arrays(
-            pa.array(offsets, pa.int64()),
-            pa.array(flat, pa.float32()),
-            mask=pa.array([e is not None for e in errors]),
-        )
-        return output_table(
-            {
-                "source_id": pa.array(cols["source_id"], pa.string()),
-                "error": pa.array(errors, pa.string()),
-                "values": values,
-            },
-            CAPTURE_SCHEMA,
-        )
 
 
 def decode_captured(table: pa.Table, job: CaptureJob) -> CapturedChunk:
@@ -385,52 +162,6 @@ def decode_captured(table: pa.Table, job: CaptureJob) -> CapturedChunk:
         values={p: np.ascontiguousarray(arr[:, k]) for k, p in enumerate(job.poolings)},
         errors={ids[i]: str(e) for i, e in enumerate(errors) if e is not None},
     )
-
-
-class GenerateWorker(_Worker):
-    """A Ray Data actor: a generation backend (HF on the model loaded once, or a vLLM engine) per chunk;
-    one row per request with all of its samples."""
-
-    schema = GENERATE_SCHEMA
-
-    def __init__(
-        self, model: ModelSpec, job: GenerateJob, params: Any, shape: tuple[int, int] | None = None
-    ) -> None:
-        from pvdata.generation.backends import backend_kind, make_backend
-
-        super().__init__()
-        self.params = params
-        try:
-            if backend_kind(job.backend) == "hf":
-                self.backend = make_backend("hf", lm=_load(model, shape), token_budget=job.token_budget)
-            else:
-                self.backend = make_backend(
-                    job.backend, model=model.name, dtype=job.dtype, adapter=model.adapter
-                )
-        except PvdataError as exc:
-            self.init_error = exc
-
-    def run(self, batch: pa.Table) -> pa.Table:
-        from pvdata.generation.base import GenerationRequest
-
-        index = batch.column("index").to_pylist()
-        requests = [GenerationRequest(tuple(json.loads(m))) for m in batch.column("messages").to_pylist()]
-        per: list[list[dict[str, Any]]] = [[] for _ in requests]
-        if requests:
-            for r in self.backend.generate(requests, self.params):
-                per[r.request_index].append(
-                    {
-                        "sample_index": r.sample_index,
-                        "text": r.text,
-                        "n_tokens": r.n_tokens,
-                        "finish_reason": r.finish_reason,
-                        "error": r.error,
-                    }
-                )
-        return output_table(
-            {"index": pa.array(index, pa.int64()), "results": pa.array(per, pa.list_(RESULT))},
-            GENERATE_SCHEMA,
-        )
 
 
 # ---- the driver ----------------------------------------------------------------------------------------
@@ -482,14 +213,8 @@ def translate_error(exc: BaseException, what: str) -> PvdataError:
     named = [e for e in causes if str(e).strip() and not isinstance(e, StopIteration | GeneratorExit)]
     deaths = [e for e in named if any(d in type(e).__name__ for d in WORKER_DEATHS)]
     cause = (deaths or named or [exc])[0]
-    text = " ".join(str(cause).strip().splitlines()[0].split()) if str(cause).strip() else ""
-    text = text if len(text) <= 300 else text[:297] + "..."
     name = type(cause).__name__.removeprefix("RayTaskError(").removesuffix(")")
-    return ExecutorError(
-        f"the Ray executor failed during {what}: {name}: {text} The chunks committed before the failure "
-        "are kept: rerun the same command to resume (--worker-retries sets how often a dead worker is "
-        "replaced before a step fails)"
-    )
+    return ExecutorError(failure_message(what, name, one_line(str(cause))))
 
 
 class RayExecutor:
@@ -499,9 +224,16 @@ class RayExecutor:
     name = "ray"
 
     def __init__(
-        self, config: ExecutorConfig, model: ModelSpec, *, log: Log, facts: ModelFacts | None = None
+        self,
+        config: ExecutorConfig,
+        model: ModelSpec,
+        *,
+        log: Log,
+        facts: ModelFacts | None = None,
+        prefetch: bool = True,
     ) -> None:
         self.config, self.model, self.log = config, model, log
+        self.prefetch = prefetch  # False: the workers prepare inline (same results; for comparison)
         self.shape = None if facts is None else (facts.n_layers, facts.hidden_size)
         self._ray: Any = None
         self._owns = False
@@ -600,7 +332,7 @@ class RayExecutor:
     def _results(self, ds: Any, what: str) -> Iterator[pa.Table]:
         try:
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                raise_failure(table)
+                raise_failure(table, what)
                 if table.num_rows:
                     yield table
         except PvdataError:
@@ -611,13 +343,17 @@ class RayExecutor:
     def _chunks(self, items: Sequence[Any], chunk: int) -> list[Sequence[Any]]:
         return [items[s : s + chunk] for s in range(0, len(items), chunk)]
 
+    def _model_kwargs(self, job: Any) -> dict[str, Any]:
+        """The constructor arguments of a score or capture actor."""
+        return {"model": self.model, "job": job, "shape": self.shape, "prefetch": self.prefetch}
+
     # -- the steps -----------------------------------------------------------------------------------------
 
     def score(self, job: ScoreJob, samples: Sequence[Any], *, chunk: int) -> Iterator[ScoredChunk]:
         if not samples:
             return
         tables = [encode_score_inputs(part) for part in self._chunks(samples, chunk)]
-        ds = self._map(tables, ScoreWorker, {"model": self.model, "job": job, "shape": self.shape}, chunk)
+        ds = self._map(tables, ScoreWorker, self._model_kwargs(job), chunk)
         by_id = {s.sample_id: s for s in samples}
         for table in self._results(ds, "projections"):
             yield decode_scored(table, by_id)
@@ -626,7 +362,7 @@ class RayExecutor:
         if not items:
             return
         tables = [encode_capture_items(part) for part in self._chunks(items, chunk)]
-        ds = self._map(tables, CaptureWorker, {"model": self.model, "job": job, "shape": self.shape}, chunk)
+        ds = self._map(tables, CaptureWorker, self._model_kwargs(job), chunk)
         for table in self._results(ds, "activation capture"):
             yield decode_captured(table, job)
 

@@ -7,29 +7,14 @@ write call, so a source is either fully committed or absent, and `done_ids` make
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pvdata.activations.capture import POOLINGS
+from pvdata.activations.items import CaptureItem, encode_items
 
-
-@dataclass(frozen=True)
-class CaptureItem:
-    source_id: str
-    prompt_text: str  # the chat-templated prompt exactly as the model saw it
-    answer: str
-
-
-def encode_items(tokenizer: Any, items: Sequence[CaptureItem]) -> list[tuple[list[int], list[int]]]:
-    """Prompt text and answer tokenised separately, no special tokens added (exact boundary)."""
-    out = []
-    for item in items:
-        prompt = list(tokenizer(item.prompt_text, add_special_tokens=False)["input_ids"])
-        answer = list(tokenizer(item.answer, add_special_tokens=False)["input_ids"]) if item.answer else []
-        out.append((prompt, answer))
-    return out
+__all__ = ["CaptureItem", "capture_into", "encode_items"]  # the items live in pvdata.activations.items
 
 
 def capture_into(
