@@ -106,7 +106,7 @@ def test_capture_is_bit_identical_with_and_without_prefetch(tiny_llama: Any) -> 
 
 
 def _score_inputs() -> list[Any]:
-    from pvdata.bench.screen import demo_samples
+    from pvdata.bench.screen_data import demo_samples
 
     out = []
     for i, s in enumerate(demo_samples(7)):
@@ -116,7 +116,7 @@ def _score_inputs() -> list[Any]:
 
 
 def test_executor_score_and_capture_identical_with_and_without_prefetch(tiny_llama: Any) -> None:
-    from pvdata.bench.screen import random_vector
+    from pvdata.bench.screen_data import random_vector
     from pvdata.executors import CaptureJob, LocalExecutor, ScoreJob
     from pvdata.pipelines.capture_stage import CaptureItem
 
@@ -144,7 +144,7 @@ def test_executor_score_and_capture_identical_with_and_without_prefetch(tiny_lla
 
 def test_executor_error_in_tokenisation_propagates(tiny_llama: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import pvdata.screening.scoring as scoring
-    from pvdata.bench.screen import random_vector
+    from pvdata.bench.screen_data import random_vector
     from pvdata.executors import LocalExecutor, ScoreJob
 
     real = scoring.prepare_score

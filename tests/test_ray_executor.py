@@ -15,7 +15,7 @@ import ray
 import torch
 
 from pvdata.activations.items import CaptureItem
-from pvdata.bench.screen import random_vector
+from pvdata.bench.screen_data import random_vector
 from pvdata.cli.main import main
 from pvdata.errors import ConfigError, ModelError, PvdataError
 from pvdata.executors import (

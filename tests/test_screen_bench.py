@@ -66,7 +66,8 @@ def test_bench_screen_on_tiny_llama(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_two_pass_reference_gives_the_one_pass_scores() -> None:
     """The research code's two invocations (proj, then prompt_last_proj) cost twice; same numbers."""
-    from pvdata.bench.screen import demo_samples, random_vector, reference_approx
+    from pvdata.bench.screen_data import demo_samples, random_vector
+    from pvdata.bench.screen_reference import reference_approx
     from pvdata.models.loading import load_model
 
     lm = load_model("tiny-random-llama", device="cpu")
@@ -141,7 +142,7 @@ def test_runs_without_the_warehouse_extras(tmp_path: Path, model: list[str], dat
 
 
 def test_word_tokenizer_round_trips_generated_ids() -> None:
-    from pvdata.bench.screen import word_tokenizer
+    from pvdata.bench.screen_data import word_tokenizer
     from pvdata.chat import encode_prompt
 
     tok = word_tokenizer(1000)

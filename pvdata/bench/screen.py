@@ -26,35 +26,53 @@ with a word-level tokenizer over its whole vocabulary (one token per word, exact
 weights or tokenizer files are needed:
 
     python -m pvdata.bench screen --model-shape qwen2.5-0.5b --dtype bfloat16 --device cuda
+
+This module is the CLI; the parts beside it: screen_data (samples, tokenizer, vector, model),
+screen_reference (the research code's loops), screen_pvdata (pvdata's side), screen_measure (checks,
+FLOPs, timed rounds) and screen_overlap (prefetch on/off through the executor).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from pvdata.bench.screen_data import (
+    BenchVector,
+    demo_samples,
+    load_screen_model,
+    parse_range,
+    random_vector,
+    synthetic_samples,
+)
+from pvdata.bench.screen_measure import (
+    best_time,
+    compare,
+    count_tokens,
+    interleave_rounds,
+    param_counts,
+    score_scale,
+    side_rates,
+    timed_rounds,
+)
+from pvdata.bench.screen_pvdata import APPROX_METHODS, EXACT_METHODS, PvExact, pvdata_approx, pvdata_exact
+from pvdata.bench.screen_reference import (
+    RefExact,
+    reference_approx,
+    reference_exact,
+    reference_projections,
+    unit_row,
+)
+
 SCREEN_LAYER_FRACTION = 0.75  # `pvdata screen`'s default layer (no evaluate run): 0.75 of the depth
-APPROX_METHODS = ("prompt_last_approx", "raw")
-EXACT_METHODS = ("raw", "exact")  # what the screen's projection stage scores when base answers exist
 RTOL = {"float32": 1e-3, "half": 6e-2}  # of the largest |projection| of the reference
 # prompt_last_approx and exact are differences of two projections, each within RTOL x scale of the
 # reference's, so a score is within twice that (bf16 over 21 blocks of a 7B shape came to 1.03x of one)
 TERMS = 2
-_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-_ROLE_WORDS = ("system", "user", "assistant")
-_CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
 
@@ -153,411 +171,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_overlap_arguments(parser, out_flag=True)
 
 
-# ---- inputs -------------------------------------------------------------------------------------
-
-
-def _range(text: str) -> tuple[int, int]:
-    lo, _, hi = text.partition("-")
-    return int(lo), int(hi or lo)
-
-
-def word_tokenizer(vocab_size: int) -> Any:
-    """A ChatML tokenizer with one word per id over the whole vocabulary: t<id> <-> id, exactly.
-
-    Random-shape models have no tokenizer; this one makes prompt and answer lengths exact and decoding
-    then re-encoding a generated answer give back the same ids (as a real BPE mostly does).
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    fixed = (*_SPECIAL, *_ROLE_WORDS)
-    vocab = {word: i for i, word in enumerate(fixed)}
-    vocab.update({f"t{i}": i for i in range(len(fixed), vocab_size)})
-    tok = Tokenizer(models.WordLevel(vocab, unk_token=_SPECIAL[0]))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-        bos_token=None,
-    )
-    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
-    fast.chat_template = _CHATML
-    return fast
-
-
-def demo_samples(n: int) -> list[Any]:
-    """pvdata/data/demo_chat.jsonl repeated to n samples; copy k > 0 marks its last user turn with (k),
-    so every sample (and every prompt) is distinct, as the screen's deduplication would leave them."""
-    from importlib import resources
-
-    from pvdata.samples.records import parse_record
-    from pvdata.screening.scoring import ScoreInput
-
-    lines = resources.files("pvdata.data").joinpath("demo_chat.jsonl").read_text().splitlines()
-    records = [parse_record(json.loads(line)) for line in lines if line.strip()]
-    out = []
-    for i in range(n):
-        prompt, answer = records[i % len(records)]
-        copy = i // len(records)
-        msgs = [dict(m) for m in prompt]
-        if copy:
-            msgs[-1]["content"] = f"{msgs[-1]['content']} ({copy})"
-        out.append(ScoreInput(f"s{i:06d}", tuple(msgs), answer))
-    return out
-
-
-def synthetic_samples(
-    n: int, tokenizer: Any, vocab: int, prompt: tuple[int, int], response: tuple[int, int], seed: int
-) -> list[Any]:
-    """Seeded random user turns and answers: decoded random ids (exact lengths with word_tokenizer)."""
-    from pvdata.screening.scoring import ScoreInput
-
-    rng = random.Random(seed)
-    low = min(1000, vocab // 4) if not _is_word_tokenizer(tokenizer) else len(_SPECIAL) + len(_ROLE_WORDS)
-
-    def text(k: int) -> str:
-        return str(tokenizer.decode([rng.randrange(low, vocab) for _ in range(k)], skip_special_tokens=True))
-
-    out = []
-    for i in range(n):
-        user = text(rng.randint(*prompt))
-        answer = text(rng.randint(*response))
-        out.append(ScoreInput(f"s{i:06d}", ({"role": "user", "content": user},), answer))
-    return out
-
-
-def _is_word_tokenizer(tokenizer: Any) -> bool:
-    return getattr(tokenizer, "chat_template", None) == _CHATML and "t7" in tokenizer.get_vocab()
-
-
-# ---- model and vector ---------------------------------------------------------------------------
-
-
-def _load(args: argparse.Namespace) -> Any:
-    from pvdata.bench.shapes import load_bench_model
-
-    return load_bench_model(args, seed=args.seed, wrap=_wrap_word_tokenizer)
-
-
-def _wrap_word_tokenizer(model: Any, name: str) -> Any:
-    """A random-shape model with a word-level tokenizer over its whole vocabulary (exact round trip)."""
-    from pvdata.models.loading import wrap_loaded
-
-    tok = word_tokenizer(int(model.get_input_embeddings().weight.shape[0]))
-    for cfg in (model.config, model.generation_config):
-        cfg.eos_token_id, cfg.pad_token_id, cfg.bos_token_id = tok.eos_token_id, tok.pad_token_id, None
-    return wrap_loaded(model, tok, name)
-
-
-@dataclass(frozen=True)
-class BenchVector:
-    """What scoring reads of a PersonaVector (trait, vector_id, row, check_compatible).
-
-    pvdata.vectors imports its file formats (gguf), which GPU images lack; scoring needs none of that.
-    """
-
-    trait: str
-    vector_id: str
-    values: Any  # [L+1, H] float32
-
-    def row(self, layer: int) -> Any:
-        return self.values[layer]
-
-    def check_compatible(self, n_layers: int, hidden_size: int, model_id: str | None = None) -> None:
-        from pvdata.errors import VectorError
-
-        if tuple(self.values.shape) != (n_layers + 1, hidden_size):
-            raise VectorError(
-                f"bench vector has shape {list(self.values.shape)}, the model needs "
-                f"[{n_layers + 1}, {hidden_size}]"
-            )
-
-
-def random_vector(n_layers: int, hidden: int, seed: int, noise: float = 0.0) -> BenchVector:
-    """A seeded random direction per layer; `noise` adds that fraction of each row's norm (for tests)."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    values = torch.randn(n_layers + 1, hidden, generator=gen)
-    if noise:
-        extra = torch.randn(n_layers + 1, hidden, generator=torch.Generator().manual_seed(seed + 1))
-        extra = extra / extra.norm(dim=1, keepdim=True) * values.norm(dim=1, keepdim=True)
-        values = values + noise * extra
-    return BenchVector("bench", f"bench-{seed}" + (f"-noise{noise:g}" if noise else ""), values)
-
-
-# ---- the reference: the research code's loop ----------------------------------------------------
-
-
-def _unit(vector: BenchVector, layer: int) -> Any:
-    row = vector.row(layer).double()
-    return row / row.norm()
-
-
-def reference_projections(
-    lm: Any, prompt_ids: list[int], answer_ids: list[int], unit: Any, layer: int, grad: bool
-) -> tuple[float, float]:
-    """(proj, prompt_last_proj) of one text from one forward with every hidden state (autograd on when
-    `grad`, as the research code); layer L is block L's output, as in pvdata."""
-    from pvdata.activations.reference import reference_sample
-
-    pooled = reference_sample(lm.model, prompt_ids, answer_ids, [layer], grad=grad, blocks=lm.layers.blocks)
-    h = pooled["response_avg"][layer].double()
-    last = pooled["prompt_last"][layer].double()
-    return float(h @ unit), float(last @ unit)
-
-
-def reference_approx(
-    lm: Any, samples: Sequence[Any], vector: BenchVector, layer: int, grad: bool, passes: int = 2
-) -> tuple[list[dict[str, float]], int]:
-    """Per sample: chat template, tokenise, one forward; raw and prompt_last_approx scores, and tokens.
-
-    `passes=2` is what the research code costs: its script computes one projection type per invocation
-    (proj, then prompt_last_proj), so the approximation reads the file and runs every forward twice; the
-    first pass gives proj, the second prompt_last_proj. `passes=1` reads both from one forward."""
-    from pvdata.chat import encode_answer, encode_prompt
-
-    tok, unit = lm.tokenizer, _unit(vector, layer)
-    projs: list[float] = []
-    lasts: list[float] = []
-    tokens = 0
-    for p in range(passes):
-        for s in samples:
-            prompt_ids = encode_prompt(tok, s.prompt)
-            answer_ids = encode_answer(tok, s.answer)
-            proj, last = reference_projections(lm, prompt_ids, answer_ids, unit, layer, grad)
-            if p == 0:
-                projs.append(proj)
-                tokens += len(prompt_ids) + len(answer_ids)
-            if p == passes - 1:
-                lasts.append(last)
-    out = [
-        {"raw": proj, "prompt_last_approx": proj - last, "proj": proj, "prompt_last_proj": last}
-        for proj, last in zip(projs, lasts, strict=True)
-    ]
-    return out, tokens
-
-
-@dataclass
-class RefExact:
-    scores: list[dict[str, Any]]
-    base_texts: list[str]
-    prompt_tokens: int
-    generated_tokens: int
-    scored_tokens: int
-
-
-def reference_exact(
-    lm: Any, samples: Sequence[Any], vector: BenchVector, layer: int, max_new_tokens: int, grad: bool
-) -> RefExact:
-    """Per sample: greedy `model.generate` of the base answer (batch of one), decode, then one forward
-    per text (training answer, base answer); exact = proj(train) - proj(base)."""
-    from pvdata.bench.generate import research_generate
-    from pvdata.chat import encode_answer, encode_prompt
-    from pvdata.generation.hf import stop_token_ids
-
-    tok, unit = lm.tokenizer, _unit(vector, layer)
-    stops = stop_token_ids(tok, getattr(lm.model, "generation_config", None))
-    res = RefExact([], [], 0, 0, 0)
-    for s in samples:
-        prompt_ids = encode_prompt(tok, s.prompt)
-        [(body, stopped)] = research_generate(lm, [prompt_ids], max_new_tokens, stops, 1)
-        base_text = str(tok.decode(body, skip_special_tokens=True))
-        answer_ids = encode_answer(tok, s.answer)
-        train, _ = reference_projections(lm, prompt_ids, answer_ids, unit, layer, grad)
-        base_ids = encode_answer(tok, base_text)
-        base = reference_projections(lm, prompt_ids, base_ids, unit, layer, grad)[0] if base_ids else None
-        res.scores.append(
-            {"raw": train, "exact": None if base is None else train - base, "proj": train, "proj_base": base}
-        )
-        res.base_texts.append(base_text)
-        res.prompt_tokens += len(prompt_ids)
-        res.generated_tokens += len(body) + int(stopped)
-        res.scored_tokens += 2 * len(prompt_ids) + len(answer_ids) + len(base_ids)
-    return res
-
-
-# ---- pvdata's path: what `pvdata screen` runs ---------------------------------------------------
-
-
-def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def pvdata_approx(
-    lm: Any,
-    samples: Sequence[Any],
-    vector: BenchVector,
-    layer: int,
-    chunk: int,
-    budget: int | None,
-    prefetch: bool = True,
-) -> dict[tuple[str, str], float | None]:
-    """score_batch per chunk, as the screen's projection stage calls it (here without base answers)."""
-    from pvdata.screening.scoring import score_batch
-
-    out: dict[tuple[str, str], float | None] = {}
-    for part in _chunks(samples, chunk):
-        batch = score_batch(
-            lm, part, [vector], [layer], APPROX_METHODS, token_budget=budget, prefetch_batches=prefetch
-        )
-        out.update({(r["sample_id"], r["method"]): r["score"] for r in batch.scores})
-    return out
-
-
-@dataclass
-class PvExact:
-    scores: dict[tuple[str, str], float | None]
-    base_texts: list[str]
-    generated_tokens: int
-    gen_seconds: float
-    score_seconds: float
-
-
-def pvdata_exact(
-    lm: Any,
-    samples: Sequence[Any],
-    vector: BenchVector,
-    layer: int,
-    max_new_tokens: int,
-    chunk: int,
-    budget: int | None,
-    gen_budget: int | None,
-    seed: int,
-    sync: Callable[[], None],
-    clock: Callable[[], float] = time.perf_counter,
-) -> PvExact:
-    """The screen's base-answer stage (HF backend, greedy, per chunk of prompts), then its projection
-    stage (score_batch over training and base answers, per chunk). The bench calls it one chunk at a
-    time (the same generate and score_batch calls, interleaved with the reference's rounds)."""
-    from dataclasses import replace
-
-    from pvdata.generation.base import GenerationRequest, SamplingParams
-    from pvdata.generation.hf import HFBackend
-    from pvdata.screening.scoring import score_batch
-
-    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens, seed=seed)
-    backend = HFBackend(lm, token_budget=gen_budget)
-    texts: list[str] = []
-    generated = 0
-    sync()
-    t0 = clock()
-    for part in _chunks(samples, chunk):
-        results = backend.generate([GenerationRequest(tuple(s.prompt)) for s in part], params)
-        by_index = {r.request_index: r for r in results}
-        for k in range(len(part)):
-            texts.append(by_index[k].text)
-            generated += by_index[k].n_tokens or 0
-    sync()
-    t1 = clock()
-    inputs = [
-        replace(s, base_answer=text, base_id=f"g-{s.sample_id}")
-        for s, text in zip(samples, texts, strict=True)
-    ]
-    scores: dict[tuple[str, str], float | None] = {}
-    for part in _chunks(inputs, chunk):
-        batch = score_batch(lm, part, [vector], [layer], EXACT_METHODS, token_budget=budget)
-        scores.update({(r["sample_id"], r["method"]): r["score"] for r in batch.scores})
-    sync()
-    t2 = clock()
-    return PvExact(scores, texts, generated, t1 - t0, t2 - t1)
-
-
-# ---- checks, FLOPs, report ----------------------------------------------------------------------
-
-
-def compare(
-    pv: dict[tuple[str, str], float | None],
-    ref: Sequence[dict[str, Any]],
-    samples: Sequence[Any],
-    methods: Sequence[str],
-) -> tuple[float, int]:
-    """(max abs difference, number of scores defined on one side only)."""
-    worst, one_sided = 0.0, 0
-    for s, r in zip(samples, ref, strict=True):
-        for m in methods:
-            a, b = pv.get((s.sample_id, m)), r.get(m)
-            if a is None or b is None:
-                one_sided += int((a is None) != (b is None))
-                continue
-            worst = max(worst, abs(a - b))
-    return worst, one_sided
-
-
-def _scale(ref: Sequence[dict[str, Any]], keys: Sequence[str]) -> float:
-    values = [abs(r[k]) for r in ref for k in keys if r.get(k) is not None]
-    return max([1.0, *values])
-
-
-def param_counts(model: Any, layer: int) -> dict[str, int]:
-    """blocks_to_layer: what the screening forward needs per token; blocks: every block; head: lm_head."""
-    from pvdata.bench.shapes import block_params
-    from pvdata.models.layers import find_layers
-
-    n_blocks = find_layers(model).n_layers
-    head = model.get_output_embeddings()
-    return {
-        "blocks_to_layer": block_params(model, layer),
-        "blocks": block_params(model, n_blocks),
-        "head": int(head.weight.numel()) if head is not None else 0,
-    }
-
-
-def _side(seconds: float, samples: int, tokens: int, flops: float, peak: float | None) -> dict[str, Any]:
-    return {
-        "samples": samples,
-        "seconds": seconds,
-        "samples_per_s": samples / seconds,
-        "tokens": tokens,
-        "tokens_per_s": tokens / seconds,
-        "model_tflops_per_s": flops / seconds / 1e12,
-        "mfu": flops / seconds / peak if peak else None,
-    }
-
-
-def _best(times: list[float]) -> float:
-    return min(times)
-
-
-def interleave_rounds(n_pv: int, n_ref: int, chunk: int) -> list[tuple[slice, slice]]:
-    """(pvdata slice, reference slice) per round: pvdata's chunks, the reference's samples spread evenly.
-
-    Timing alternates between the two sides round by round (and which goes first), so on a shared
-    machine both see the same load; each side's time is the sum of its rounds.
-    """
-    rounds = max(1, -(-n_pv // chunk))
-    return [
-        (slice(i * chunk, min((i + 1) * chunk, n_pv)), slice(i * n_ref // rounds, (i + 1) * n_ref // rounds))
-        for i in range(rounds)
-    ]
-
-
-def timed_rounds(
-    rounds: list[tuple[slice, slice]],
-    reference: Callable[[slice], Any],
-    pvdata: Callable[[slice], Any],
-    sync: Callable[[], None],
-    flip: bool,
-    clock: Callable[[], float] = time.perf_counter,
-) -> tuple[float, float, list[Any], list[Any]]:
-    """(reference seconds, pvdata seconds, reference results, pvdata results) over interleaved rounds."""
-    seconds = {"reference": 0.0, "pvdata": 0.0}
-    results: dict[str, list[Any]] = {"reference": [], "pvdata": []}
-    for i, (pv_part, ref_part) in enumerate(rounds):
-        sides = [("reference", reference, ref_part), ("pvdata", pvdata, pv_part)]
-        for name, fn, part in sides[:: -1 if (i % 2 == 1) != flip else 1]:
-            if part.stop <= part.start:
-                continue
-            sync()
-            t0 = clock()
-            results[name].append(fn(part))
-            sync()
-            seconds[name] += clock() - t0
-    return seconds["reference"], seconds["pvdata"], results["reference"], results["pvdata"]
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -580,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
         args.chunk_size = args.batch_size
     if args.samples < 1 or args.exact_samples < 0 or args.chunk_size < 1 or args.repeats < 1:
         raise ConfigError("--samples, --chunk-size and --repeats must be >= 1, --exact-samples >= 0")
-    lm = _load(args)
+    lm = load_screen_model(args)
     model, tok = lm.model, lm.tokenizer
     device, dtype = lm.device, lm.dtype
     n_layers, hidden = lm.n_layers, lm.hidden_size
@@ -592,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
     if data == "demo":
         samples = demo_samples(n_all)
     else:
-        prompt, response = _range(args.prompt_tokens), _range(args.response_tokens)
+        prompt, response = parse_range(args.prompt_tokens), parse_range(args.response_tokens)
         samples = synthetic_samples(n_all, tok, vocab, prompt, response, args.seed)
     approx_samples = samples[: args.samples]
     k = min(args.reference_samples or len(approx_samples), len(approx_samples))
@@ -666,19 +279,19 @@ def _run(args: argparse.Namespace) -> int:
         ref_tokens = sum(n for _, n in ref_parts)
         pv_a = {key: value for part in pv_parts for key, value in part.items()}
     t0 = clock()
-    pv_tokens = _count_tokens(tok, approx_samples)  # the chat template + tokenisation score_batch does
+    pv_tokens = count_tokens(tok, approx_samples)  # the chat template + tokenisation score_batch does
     t_tok = clock() - t0
     diff_a, one_sided_a = compare(pv_a, ref_a, ref_samples, APPROX_METHODS)
     tol_a = (
         args.tolerance
         if args.tolerance is not None
-        else TERMS * rtol * _scale(ref_a, ("proj", "prompt_last_proj"))
+        else TERMS * rtol * score_scale(ref_a, ("proj", "prompt_last_proj"))
     )
     fl = 2 * params["blocks_to_layer"]
     approx: dict[str, Any] = {
         "methods": list(APPROX_METHODS),
-        "reference": _side(_best(t_ref), k, ref_tokens, fl * ref_tokens, peak),
-        "pvdata": _side(_best(t_pv), len(approx_samples), pv_tokens, fl * pv_tokens, peak),
+        "reference": side_rates(best_time(t_ref), k, ref_tokens, fl * ref_tokens, peak),
+        "pvdata": side_rates(best_time(t_pv), len(approx_samples), pv_tokens, fl * pv_tokens, peak),
         "times_reference": t_ref,
         "times_pvdata": t_pv,
         "max_abs_diff": diff_a,
@@ -760,12 +373,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count_tokens(tok: Any, samples: Sequence[Any]) -> int:
-    from pvdata.chat import encode_answer, encode_prompt
-
-    return sum(len(encode_prompt(tok, s.prompt)) + len(encode_answer(tok, s.answer)) for s in samples)
-
-
 def _run_exact(
     args: argparse.Namespace,
     lm: Any,
@@ -829,7 +436,7 @@ def _run_exact(
     same = [a == b for a, b in zip(pv.base_texts[:k], ref.base_texts, strict=True)]
     # where greedy decoding diverged (a bf16 near-tie), check the scoring on pvdata's base answer
     ref_scores = list(ref.scores)
-    tok, unit = lm.tokenizer, _unit(ref_vector, layer)
+    tok, unit = lm.tokenizer, unit_row(ref_vector, layer)
     for i, ok in enumerate(same):
         if ok:
             continue
@@ -853,8 +460,8 @@ def _run_exact(
         pv_prompt += n_prompt
         pv_scored += 2 * n_prompt + len(encode_answer(tok, s.answer)) + len(encode_answer(tok, text))
     fl_pv = per_gen * pv.generated_tokens + per_block * pv_prompt + per_score * pv_scored
-    reference = _side(_best(t_ref), k, ref.generated_tokens, fl_ref, peak)
-    pvdata = _side(_best(t_pv), len(samples), pv.generated_tokens, fl_pv, peak)
+    reference = side_rates(best_time(t_ref), k, ref.generated_tokens, fl_ref, peak)
+    pvdata = side_rates(best_time(t_pv), len(samples), pv.generated_tokens, fl_pv, peak)
     pvdata["generate_seconds"] = pv.gen_seconds
     pvdata["score_seconds"] = pv.score_seconds
     return {
@@ -868,7 +475,7 @@ def _run_exact(
         "base_answers_identical": sum(same),
         "max_abs_diff": diff,
         "one_sided_scores": one_sided,
-        "scale": _scale(ref_scores, ("proj", "proj_base")),
+        "scale": score_scale(ref_scores, ("proj", "proj_base")),
     }
 
 

@@ -1,5 +1,5 @@
 """`bench screen`'s prefetch on/off pair through the local executor, as `pvdata screen` scores (kept
-apart from pvdata.bench.screen, which is long enough)."""
+apart from pvdata.bench.screen, the CLI)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def pvdata_pipeline(
 ) -> list[Any]:
     """The approximation as `pvdata screen` runs it: the local executor's score over every chunk (the
     next chunk tokenised, the next batches padded, in the background when `prefetch`)."""
-    from pvdata.bench.screen import APPROX_METHODS
+    from pvdata.bench.screen_pvdata import APPROX_METHODS
     from pvdata.executors.base import ScoreJob
     from pvdata.executors.local import LocalExecutor
 
