@@ -4,6 +4,11 @@ The research code generates in fixed batches of 20 prompts in input order (unsor
 HF generate call each). pvdata sorts rows by length and sizes batches by a token budget. Both sides get
 the same chat prompts (built deterministically, of varied lengths), the same token ids, the same stop
 tokens and greedy decoding, so the answers should match and only the batching differs.
+
+A second section compares pvdata's two decode loops in the same run (alternating which goes first per
+repeat): "drop" (finished rows leave the batch) and "hf" (HF generate runs every row until the longest
+ends). Their answers must be identical (a mismatch fails the bench); it prints the seconds of each,
+their ratio and the row-steps (rows x one-token decode calls) each side computed.
 Needs only torch and transformers.
 """
 
@@ -81,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repeats", type=int, default=1, help="time each side this many times, keep the best"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
 def research_generate(
@@ -130,6 +136,18 @@ def _sync(device: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    threads = torch.get_num_threads()
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from pvdata.chat import encode_prompt
     from pvdata.generation.base import SamplingParams
     from pvdata.generation.hf import (
@@ -138,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
         generate_encoded,
         stop_token_ids,
     )
+    from pvdata.generation.hf_decode import DecodeStats, resolve_decode
     from pvdata.models.loading import load_model
 
+    default_decode = resolve_decode()
     lm = load_model(args.model, dtype=args.dtype, device=args.device)
     device, dtype = lm.device, lm.dtype
     prompts = build_prompts(args.prompts, args.seed)
@@ -158,31 +178,40 @@ def run(args: argparse.Namespace) -> int:
 
     # warm-up both paths (allocator, kernels) on a few prompts
     research_generate(lm, encoded[:4], 4, stops, RESEARCH_BATCH)
-    generate_encoded(lm, encoded[:4], SamplingParams(max_new_tokens=4), token_budget=budget)
+    for mode in ("drop", "hf"):
+        generate_encoded(lm, encoded[:4], SamplingParams(max_new_tokens=4), token_budget=budget, decode=mode)
 
-    t_ref = t_new = float("inf")
+    t_ref = float("inf")
     ref: list[tuple[list[int], bool]] = []
-    new: list[Any] = []
+    best = {"drop": float("inf"), "hf": float("inf")}
+    answers: dict[str, list[Any]] = {"drop": [], "hf": []}
+    stats = {"drop": DecodeStats(), "hf": DecodeStats()}
     batches = {"n": 0}
-    for _ in range(max(1, args.repeats)):
+    for repeat in range(max(1, args.repeats)):
         _sync(device)
         t0 = time.perf_counter()
         ref = research_generate(lm, encoded, args.max_new_tokens, stops, RESEARCH_BATCH)
         _sync(device)
         t_ref = min(t_ref, time.perf_counter() - t0)
-        batches["n"] = 0
-        _sync(device)
-        t0 = time.perf_counter()
-        new = generate_encoded(
-            lm,
-            encoded,
-            params,
-            token_budget=budget,
-            prefill_budget=pbudget,
-            on_batch=lambda *_: batches.__setitem__("n", batches["n"] + 1),
-        )
-        _sync(device)
-        t_new = min(t_new, time.perf_counter() - t0)
+        for mode in ("drop", "hf") if repeat % 2 == 0 else ("hf", "drop"):
+            batches["n"] = 0
+            stats[mode] = DecodeStats()
+            _sync(device)
+            t0 = time.perf_counter()
+            answers[mode] = generate_encoded(
+                lm,
+                encoded,
+                params,
+                token_budget=budget,
+                prefill_budget=pbudget,
+                on_batch=lambda *_: batches.__setitem__("n", batches["n"] + 1),
+                decode=mode,
+                stats=stats[mode],
+            )
+            _sync(device)
+            best[mode] = min(best[mode], time.perf_counter() - t0)
+    new = answers[default_decode]
+    t_new = best[default_decode]
 
     ref_tokens = sum(len(body) + int(stopped) for body, stopped in ref)
     new_tokens = sum(r.n_tokens for r in new)
@@ -193,8 +222,28 @@ def run(args: argparse.Namespace) -> int:
         f"{len(encoded) / t_ref:8.2f} prompts/s  {ref_tokens / t_ref:9.1f} generated tokens/s  "
         f"({t_ref:.2f} s)"
     )
+    mismatched = sum(1 for a, b in zip(answers["drop"], answers["hf"], strict=True) if a != b)
+    row_drop, row_hf = stats["drop"].row_steps, stats["hf"].row_steps
     print(
-        f"pvdata hf ({batches['n']} decode batch(es), sorted prefill <= {pbudget} tokens): "
+        f"decode drop (finished rows leave the batch): {best['drop']:.2f} s  row-steps {row_drop}  "
+        f"({stats['drop'].steps} one-token calls)"
+    )
+    print(
+        f"decode hf (HF generate, every row to the end): {best['hf']:.2f} s  row-steps {row_hf}  "
+        f"({stats['hf'].steps} one-token calls)"
+    )
+    saved = row_hf - row_drop
+    print(
+        f"decode hf/drop time ratio: {best['hf'] / best['drop']:.2f}  row-steps saved {saved} "
+        f"({100.0 * saved / max(1, row_hf):.1f}% of hf's)  same answers drop/hf: "
+        f"{len(answers['hf']) - mismatched}/{len(answers['hf'])}"
+    )
+    if mismatched:
+        print(f"FAIL: decode drop and hf gave different answers for {mismatched} prompt(s)")
+        return 1
+    print(
+        f"pvdata hf decode={default_decode} ({batches['n']} decode batch(es), sorted prefill <= {pbudget} "
+        "tokens): "
         f"{len(encoded) / t_new:8.2f} prompts/s  {new_tokens / t_new:9.1f} generated tokens/s  "
         f"({t_new:.2f} s)"
     )
