@@ -254,3 +254,33 @@ def test_bench_fails_when_the_decode_loops_disagree(capsys, monkeypatch):
     monkeypatch.setattr(hf, "generate_encoded", skewed)
     assert _bench(["--max-new-tokens", "4"]) == 1
     assert "FAIL: decode drop and hf gave different answers for 1 prompt(s)" in capsys.readouterr().out
+
+
+def test_bench_on_a_random_shape_samples_varied_lengths_and_counts_the_saved_row_steps(capsys):
+    """--model-shape: random prompts, a share of the vocabulary as stop ids, answers of varied length."""
+    import re
+
+    from pvdata.cli.main import main
+
+    argv = ["bench", "generate", "--model-shape", "tiny", "--device", "cpu", "--prompts", "12"]
+    argv += ["--max-new-tokens", "40", "--temperature", "1", "--stop-fraction", "0.05", "--threads", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "research batches" not in out  # the research loop is greedy: not run when sampling
+    assert "stop ids: 51" in out  # round(0.05 * 1024)
+    lengths = re.search(
+        r"answer tokens min/median/max: (\d+)/(\d+)/(\d+)\s+stopped before the limit: (\d+)/12", out
+    )
+    assert lengths and int(lengths[1]) < int(lengths[3]) and int(lengths[4]) > 0
+    drop = int(re.search(r"decode drop .* row-steps (\d+) \((\d+) one-token calls\)", out)[1])
+    hf, calls = map(int, re.search(r"decode hf .* row-steps (\d+) \((\d+) one-token calls\)", out).groups())
+    assert hf == 12 * calls and drop < hf  # one decode batch: hf computes every row at every call
+    assert "same answers drop/hf: 12/12" in out
+
+
+def test_bench_rejects_a_stop_fraction_outside_zero_one(capsys):
+    from pvdata.cli.main import main
+
+    argv = ["bench", "generate", "--model-shape", "tiny", "--device", "cpu", "--stop-fraction", "1.5"]
+    assert main(argv) == 2
+    assert "--stop-fraction must be between 0 and 1" in capsys.readouterr().err

@@ -16,6 +16,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "generate": ("pvdata.bench.generate", "HF generation vs the research code's batches; decode drop vs hf"),
     "train": ("pvdata.bench.train", "LoRA training step time, plain vs preventative steering + monitoring"),
     "screen": ("pvdata.bench.screen", "screening (approx and exact) vs the research code's per-sample loop"),
+    "suite": ("pvdata.bench.suite", "the GPU measurements as one prepared, time-boxed run (--preset)"),
 }
 
 
