@@ -13,9 +13,10 @@ BENCHES: dict[str, tuple[str, str]] = {
     "extract": ("pvdata.bench.extract", "batched activation capture vs the research code's per-sample loop"),
     "warehouse": ("pvdata.bench.warehouse", "projection writes and the projection-vs-score query"),
     "judge": ("pvdata.bench.judge", "judgments/s against the loopback fake OpenAI server"),
-    "generate": ("pvdata.bench.generate", "HF generation vs the research code's fixed unsorted batches"),
+    "generate": ("pvdata.bench.generate", "HF generation vs the research code's batches; decode drop vs hf"),
     "train": ("pvdata.bench.train", "LoRA training step time, plain vs preventative steering + monitoring"),
     "screen": ("pvdata.bench.screen", "screening (approx and exact) vs the research code's per-sample loop"),
+    "suite": ("pvdata.bench.suite", "the GPU measurements as one prepared, time-boxed run (--preset)"),
 }
 
 

@@ -4,7 +4,20 @@ The research code generates in fixed batches of 20 prompts in input order (unsor
 HF generate call each). pvdata sorts rows by length and sizes batches by a token budget. Both sides get
 the same chat prompts (built deterministically, of varied lengths), the same token ids, the same stop
 tokens and greedy decoding, so the answers should match and only the batching differs.
-Needs only torch and transformers.
+
+A second section compares pvdata's two decode loops in the same run (alternating which goes first per
+repeat): "drop" (finished rows leave the batch) and "hf" (HF generate runs every row until the longest
+ends). Greedy float32 answers must be identical (a mismatch fails the bench; sampled or half-precision
+runs report the count: a batch of another shape rounds the logits in the last bits, which can move a
+near-tie or a draw that lands next to a CDF boundary); it prints the seconds of each,
+their ratio and the row-steps (rows x one-token decode calls) each side computed.
+
+`--model-shape` (e.g. qwen2.5-0.5b) runs on random weights of a real shape, for GPU machines without
+weights: prompts are seeded random token ids of 32-224 tokens, and `--stop-fraction F` of the vocabulary
+(seeded) counts as end-of-turn tokens. Random weights give near-flat logits, so with `--temperature 1`
+each step stops with probability about F: answer lengths spread as real answers do (mean about 1/F,
+capped at --max-new-tokens), which is what the drop loop saves on. The research comparison needs greedy
+decoding and runs only at temperature 0. Needs only torch and transformers.
 """
 
 from __future__ import annotations
@@ -71,6 +84,22 @@ def build_prompts(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m", help="model alias, folder or hub id")
+    parser.add_argument(
+        "--model-shape",
+        default=None,
+        help="qwen2.5-0.5b | qwen2.5-7b | llama-3.1-8b | tiny: random weights of a real shape, random "
+        "token prompts (instead of --model)",
+    )
+    parser.add_argument(
+        "--stop-fraction",
+        type=float,
+        default=0.01,
+        help="--model-shape: share of the vocabulary that ends a turn (mean answer about 1/F tokens when "
+        "sampling)",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples (seeded per row)"
+    )
     parser.add_argument("--prompts", type=int, default=64, help="number of chat prompts")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", default="auto")
@@ -81,6 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repeats", type=int, default=1, help="time each side this many times, keep the best"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
 def research_generate(
@@ -130,6 +160,55 @@ def _sync(device: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    threads = torch.get_num_threads()
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _ShapeTokenizer:
+    """What generation needs from a tokenizer when the model is a random shape: a pad id, no vocab."""
+
+    pad_token_id = 0
+    eos_token_id = None
+
+    def get_vocab(self) -> dict[str, int]:
+        return {}
+
+
+def shape_model(args: argparse.Namespace) -> tuple[Any, list[list[int]]]:
+    """A random-weight model of `--model-shape` whose end-of-turn ids are a seeded `--stop-fraction` of
+    the vocabulary, and `--prompts` seeded random prompts of 32-224 token ids (no stop ids in them)."""
+    from pvdata.bench.shapes import build_shape
+    from pvdata.errors import ConfigError
+    from pvdata.models.layers import find_layers
+    from pvdata.models.loading import LoadedModel, resolve_device, resolve_dtype
+
+    if not 0 < args.stop_fraction < 1:
+        raise ConfigError(f"--stop-fraction must be between 0 and 1, got {args.stop_fraction}")
+    device = resolve_device(args.device)
+    model = build_shape(
+        args.model_shape, device=device, dtype=resolve_dtype(args.dtype, device), seed=args.seed
+    )
+    vocab = int(model.config.vocab_size)
+    rng = random.Random(args.seed)
+    stops = sorted(rng.sample(range(1, vocab), max(1, round(args.stop_fraction * vocab))))
+    model.generation_config.eos_token_id = stops
+    stop_set = set(stops)
+    words = [t for t in range(1, vocab) if t not in stop_set]
+    prompts = [[rng.choice(words) for _ in range(rng.randint(32, 224))] for _ in range(args.prompts)]
+    lm = LoadedModel(
+        model=model, tokenizer=_ShapeTokenizer(), model_id=args.model_shape, layers=find_layers(model)
+    )
+    return lm, prompts
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from pvdata.chat import encode_prompt
     from pvdata.generation.base import SamplingParams
     from pvdata.generation.hf import (
@@ -138,14 +217,20 @@ def run(args: argparse.Namespace) -> int:
         generate_encoded,
         stop_token_ids,
     )
+    from pvdata.generation.hf_decode import DecodeStats, resolve_decode
     from pvdata.models.loading import load_model
 
-    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    default_decode = resolve_decode()
+    encoded: list[Any]
+    if args.model_shape:
+        lm, encoded = shape_model(args)
+    else:
+        lm = load_model(args.model, dtype=args.dtype, device=args.device)
+        encoded = [encode_prompt(lm.tokenizer, p) for p in build_prompts(args.prompts, args.seed)]
     device, dtype = lm.device, lm.dtype
-    prompts = build_prompts(args.prompts, args.seed)
-    encoded = [encode_prompt(lm.tokenizer, p) for p in prompts]
     stops = stop_token_ids(lm.tokenizer, lm.model.generation_config)
-    params = SamplingParams(max_new_tokens=args.max_new_tokens)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    greedy = params.greedy
     budget = args.token_budget or default_token_budget()
     pbudget = args.prefill_budget or default_prefill_budget(device)
     lengths = sorted(len(e) for e in encoded)
@@ -153,51 +238,96 @@ def run(args: argparse.Namespace) -> int:
     print(f"torch {torch.__version__}  threads: {torch.get_num_threads()}")
     print(
         f"prompts: {len(encoded)}  prompt tokens min/median/max: {lengths[0]}/{lengths[len(lengths) // 2]}/"
-        f"{lengths[-1]}  max_new_tokens: {args.max_new_tokens}  greedy"
+        f"{lengths[-1]}  max_new_tokens: {args.max_new_tokens}  "
+        f"{'greedy' if greedy else f'temperature {args.temperature}'}  stop ids: {len(stops)}"
     )
 
     # warm-up both paths (allocator, kernels) on a few prompts
-    research_generate(lm, encoded[:4], 4, stops, RESEARCH_BATCH)
-    generate_encoded(lm, encoded[:4], SamplingParams(max_new_tokens=4), token_budget=budget)
+    if greedy:
+        research_generate(lm, encoded[:4], 4, stops, RESEARCH_BATCH)
+    for mode in ("drop", "hf"):
+        generate_encoded(lm, encoded[:4], SamplingParams(max_new_tokens=4), token_budget=budget, decode=mode)
 
-    t_ref = t_new = float("inf")
+    t_ref = float("inf")
     ref: list[tuple[list[int], bool]] = []
-    new: list[Any] = []
+    best = {"drop": float("inf"), "hf": float("inf")}
+    answers: dict[str, list[Any]] = {"drop": [], "hf": []}
+    stats = {"drop": DecodeStats(), "hf": DecodeStats()}
     batches = {"n": 0}
-    for _ in range(max(1, args.repeats)):
-        _sync(device)
-        t0 = time.perf_counter()
-        ref = research_generate(lm, encoded, args.max_new_tokens, stops, RESEARCH_BATCH)
-        _sync(device)
-        t_ref = min(t_ref, time.perf_counter() - t0)
-        batches["n"] = 0
-        _sync(device)
-        t0 = time.perf_counter()
-        new = generate_encoded(
-            lm,
-            encoded,
-            params,
-            token_budget=budget,
-            prefill_budget=pbudget,
-            on_batch=lambda *_: batches.__setitem__("n", batches["n"] + 1),
-        )
-        _sync(device)
-        t_new = min(t_new, time.perf_counter() - t0)
+    for repeat in range(max(1, args.repeats)):
+        if greedy:  # the research loop is greedy HF generate
+            _sync(device)
+            t0 = time.perf_counter()
+            ref = research_generate(lm, encoded, args.max_new_tokens, stops, RESEARCH_BATCH)
+            _sync(device)
+            t_ref = min(t_ref, time.perf_counter() - t0)
+        for mode in ("drop", "hf") if repeat % 2 == 0 else ("hf", "drop"):
+            batches["n"] = 0
+            stats[mode] = DecodeStats()
+            _sync(device)
+            t0 = time.perf_counter()
+            answers[mode] = generate_encoded(
+                lm,
+                encoded,
+                params,
+                token_budget=budget,
+                prefill_budget=pbudget,
+                on_batch=lambda *_: batches.__setitem__("n", batches["n"] + 1),
+                decode=mode,
+                stats=stats[mode],
+            )
+            _sync(device)
+            best[mode] = min(best[mode], time.perf_counter() - t0)
+    new = answers[default_decode]
+    t_new = best[default_decode]
 
-    ref_tokens = sum(len(body) + int(stopped) for body, stopped in ref)
     new_tokens = sum(r.n_tokens for r in new)
-    same = sum(1 for (body, _), r in zip(ref, new, strict=True) if body == r.body)
-    n_ref_batches = -(-len(encoded) // RESEARCH_BATCH)
+    if greedy:
+        ref_tokens = sum(len(body) + int(stopped) for body, stopped in ref)
+        n_ref_batches = -(-len(encoded) // RESEARCH_BATCH)
+        print(
+            f"research batches ({n_ref_batches} x {RESEARCH_BATCH}, input order): "
+            f"{len(encoded) / t_ref:8.2f} prompts/s  {ref_tokens / t_ref:9.1f} generated tokens/s  "
+            f"({t_ref:.2f} s)"
+        )
+    answer_lengths = sorted(r.n_tokens for r in new)
     print(
-        f"research batches ({n_ref_batches} x {RESEARCH_BATCH}, input order): "
-        f"{len(encoded) / t_ref:8.2f} prompts/s  {ref_tokens / t_ref:9.1f} generated tokens/s  "
-        f"({t_ref:.2f} s)"
+        f"answer tokens min/median/max: {answer_lengths[0]}/{answer_lengths[len(answer_lengths) // 2]}/"
+        f"{answer_lengths[-1]}  stopped before the limit: {sum(r.stopped for r in new)}/{len(new)}"
     )
+    mismatched = sum(1 for a, b in zip(answers["drop"], answers["hf"], strict=True) if a != b)
+    for mode, what in (
+        ("drop", "finished rows leave the batch"),
+        ("hf", "HF generate, every row to the end"),
+    ):
+        tokens = sum(r.n_tokens for r in answers[mode])
+        print(
+            f"decode {mode} ({what}): {best[mode]:.2f} s  {tokens / best[mode]:9.1f} generated tokens/s  "
+            f"row-steps {stats[mode].row_steps} ({stats[mode].steps} one-token calls)"
+        )
+    saved = stats["hf"].row_steps - stats["drop"].row_steps
     print(
-        f"pvdata hf ({batches['n']} decode batch(es), sorted prefill <= {pbudget} tokens): "
+        f"decode hf/drop time ratio: {best['hf'] / best['drop']:.2f}  row-steps saved {saved} "
+        f"({100.0 * saved / max(1, stats['hf'].row_steps):.1f}% of hf's)  same answers drop/hf: "
+        f"{len(answers['hf']) - mismatched}/{len(answers['hf'])}"
+    )
+    if mismatched and dtype == torch.float32 and greedy:
+        print(f"FAIL: decode drop and hf gave different answers for {mismatched} prompt(s)")
+        return 1
+    if mismatched:  # a smaller batch rounds the logits differently: a near-tie can go the other way
+        print(
+            f"note: {mismatched} answer(s) differ ({str(dtype).replace('torch.', '')}, "
+            f"{'greedy' if greedy else 'sampled'}): batch-shape rounding of a near-tie or of a draw next to "
+            "a CDF boundary; greedy --dtype float32 checks equality"
+        )
+    print(
+        f"pvdata hf decode={default_decode} ({batches['n']} decode batch(es), sorted prefill <= {pbudget} "
+        "tokens): "
         f"{len(encoded) / t_new:8.2f} prompts/s  {new_tokens / t_new:9.1f} generated tokens/s  "
         f"({t_new:.2f} s)"
     )
-    print(f"identical_answers: {same}/{len(encoded)}")
-    print(f"speedup_vs_research_batches: {t_ref / t_new:.2f}")
+    if greedy:
+        same = sum(1 for (body, _), r in zip(ref, new, strict=True) if body == r.body)
+        print(f"identical_answers: {same}/{len(encoded)}")
+        print(f"speedup_vs_research_batches: {t_ref / t_new:.2f}")
     return 0

@@ -5,19 +5,20 @@ grouped into decode batches of at most `token_budget` padded tokens (prompt + ma
 bounds the KV cache. A decode batch is prefilled in small length-sorted groups (`prefill_budget`): one
 forward over whole prompts per group, so padding stays small and, on a CPU, activations stay
 cache-sized. The groups' caches are merged, the first token is picked from the prefill logits (never an
-end-of-turn token: at least one token), and HF generate continues the whole batch from the merged cache
-until every row has ended its turn or reached the limit. The forward calls are the ones HF generate
-makes (a prefill call over whole prompts, then one-token calls), so steering positions mean the same.
+end-of-turn token: at least one token), and the decode loop continues from the merged cache: by
+default pvdata's own (`decode="drop"`, hf_decode.py), which drops each row from the batch as it ends,
+or HF generate (`decode="hf"`), which runs the whole batch until every row has ended its turn or
+reached the limit. Both make the forward calls HF generate makes (a prefill call over whole prompts,
+then one-token calls), so steering positions mean the same and the answers are the same.
 
-Sampling does not use the global torch RNG. HF generate runs in greedy mode and a logits processor
-draws each row's token from that row's own torch.Generator, seeded from (seed, prompt tokens,
-sample_index). A sample therefore does not depend on which other rows share its batch, so a resumed
-run (fewer rows), a different token budget or another prompt order gives the same samples, up to
-floating-point differences in the logits of differently shaped batches (exact in practice in float32 on
-CPU; bfloat16 on GPU can flip a near-tie). Strict guarantee: same seed + same inputs + same batch plan
-+ same device and dtype -> the same outputs. Greedy answers are argmax and need no RNG; with n > 1
-greedy samples are generated once and copied.
-"""
+Sampling does not use the global torch RNG. HF generate runs in greedy mode and a logits processor (the
+drop loop calls the same one) draws each row's token from that row's own torch.Generator, seeded from
+(seed, prompt tokens, sample_index). A sample therefore does not depend on which other rows share its
+batch, so a resumed run (fewer rows), a different token budget or another prompt order gives the same
+samples, up to floating-point differences in the logits of differently shaped batches (exact in practice
+in float32 on CPU; bfloat16 on GPU can flip a near-tie). Strict guarantee: same seed + same inputs +
+same batch plan + same device and dtype -> the same outputs. Greedy answers are argmax and need no RNG;
+with n > 1 greedy samples are generated once and copied."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from pvdata.activations.batching import token_budget_batches
 from pvdata.chat import Message, encode_prompt, render_prompt
 from pvdata.errors import ConfigError
 from pvdata.generation.base import GenerationRequest, GenerationResult, SamplingParams, sample_seed
+from pvdata.generation.hf_decode import DecodeStats, decode_dropping, plain_generation_config, resolve_decode
 
 __all__ = [
     "DEFAULT_TOKEN_BUDGET",
@@ -107,12 +109,17 @@ class _RowSampler:
     """A logits processor that samples each row with its own generator and forces that token.
 
     Returns scores that are -inf except at the drawn token, so HF's greedy step picks it. Inverse-CDF
-    sampling in float64 with one uniform draw per row and step: reproducible per row.
+    sampling in float64 with one uniform draw per row and step: reproducible per row. `keep_rows`
+    drops finished rows (the drop decode loop), each survivor keeping its own generator.
     """
 
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: torch.device) -> None:
         self.temperature, self.top_p, self.device = temperature, top_p, device
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def keep_rows(self, indices: Sequence[int]) -> None:
+        """Keep the generators of rows `indices` (positions in the current batch), in that order."""
+        self.generators = [self.generators[i] for i in indices]
 
     def __call__(self, input_ids: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
         logits = scores.float() / self.temperature
@@ -297,17 +304,36 @@ def _generate_split(
     stops: list[int],
     sampler: _RowSampler | None,
     params: SamplingParams,
+    decode: str,
+    stats: DecodeStats | None,
 ) -> list[list[int]]:
-    """New token ids per row: split prefill, first token here, HF generate from the merged cache."""
+    """New token ids per row: split prefill, first token here, then the decode loop from the cache."""
     logits, cache = _prefill(model, rows, width, pad_id, budget, device)
     logits[:, stops] = float("-inf")  # the first token is never the end of the turn
     first = (sampler(None, logits) if sampler is not None else logits).argmax(dim=-1, keepdim=True)
     if params.max_new_tokens == 1:
         return [[int(t)] for t in first[:, 0].tolist()]
     ids, mask = _left_pad(rows, width, pad_id)
+    if decode == "drop":
+        cache_kw, has_keep = _forward_names(model)
+        return decode_dropping(
+            model,
+            cache,
+            first.to(device),
+            mask,
+            params.max_new_tokens,
+            stops,
+            sampler,
+            cache_kw=cache_kw,
+            has_keep=has_keep,
+            stats=stats,
+        )
     ids = torch.cat([ids.to(device), first.to(device)], dim=1)
     mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1).to(device)
     out = _hf_generate(model, ids, mask, params.max_new_tokens - 1, 0, stops, pad_id, sampler, cache)
+    if stats is not None:  # one one-token call per token after the first, every row in each
+        steps = out.shape[1] - width - 1
+        stats.add(steps, steps * len(rows))
     return [list(map(int, row)) for row in out[:, width:].tolist()]
 
 
@@ -319,12 +345,17 @@ def generate_encoded(
     token_budget: int | None = None,
     prefill_budget: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    decode: str | None = None,
+    stats: DecodeStats | None = None,
 ) -> list[RawSample]:
     """Answers to already tokenised prompts, n per prompt, in (prompt, sample) order.
 
     Per decode batch: prefill in small length-sorted groups (little padding, cache-sized activations),
     merge their KV caches, pick the first token here (never an end-of-turn token: at least one token),
-    then let HF generate continue from the merged cache with the whole batch.
+    then decode from the merged cache: `decode="drop"` (default; PVDATA_GEN_DECODE) drops rows as they
+    end, "hf" lets HF generate run the whole batch. Models whose cache cannot be merged, or whose
+    generation_config adds logits processors, use one HF generate call per batch. `stats` (if given)
+    adds up the one-token decode calls and the rows they computed.
     """
     tok, model = lm.tokenizer, lm.model
     budget = token_budget or default_token_budget()
@@ -334,6 +365,9 @@ def generate_encoded(
     device = next(model.parameters()).device
     pbudget = prefill_budget or default_prefill_budget(device)
     split = _can_split_prefill(model)
+    mode = resolve_decode(decode)
+    if mode == "drop" and not plain_generation_config(model):
+        mode = "hf"
     # greedy samples are all the same answer: generate it once per prompt
     row_samples = 1 if params.greedy else params.n
     jobs = [(i, s) for i in range(len(encoded)) for s in range(row_samples)]
@@ -348,13 +382,18 @@ def generate_encoded(
             sampler = _RowSampler(seeds, params.temp, params.top_p, device)
         with torch.inference_mode():
             if split:
-                new = _generate_split(model, rows, width, pad_id, pbudget, device, stops, sampler, params)
+                new = _generate_split(
+                    model, rows, width, pad_id, pbudget, device, stops, sampler, params, mode, stats
+                )
             else:
                 ids, mask = _left_pad(rows, width, pad_id)
                 out = _hf_generate(
                     model, ids.to(device), mask.to(device), params.max_new_tokens, 1, stops, pad_id, sampler
                 )
                 new = out[:, width:].tolist()
+                if stats is not None:
+                    steps = max(0, out.shape[1] - width - 1)
+                    stats.add(steps, steps * len(rows))
         for r, j in enumerate(batch):
             tokens = new[r]
             cut = next((k for k, t in enumerate(tokens) if t in stop_set), None)
@@ -377,6 +416,8 @@ class HFBackend:
 
     Steering wraps every generate call in `pvdata.steering.apply_spec`, so positions mean what they
     mean there ("prompt" = prefill calls, "response" = last position of each call, pads never steered).
+    `decode`: "drop" (finished rows leave the batch) or "hf" (HF generate); None reads
+    PVDATA_GEN_DECODE at each call, default "drop".
     """
 
     name = "hf"
@@ -389,8 +430,10 @@ class HFBackend:
         vector: Any = None,
         token_budget: int | None = None,
         prefill_budget: int | None = None,
+        decode: str | None = None,
     ) -> None:
         self.lm = lm
+        self.decode = None if decode is None else resolve_decode(decode)
         self.prefill_budget = prefill_budget
         self.model_id: str = lm.model_id
         self.adapter: str | None = getattr(lm, "adapter", None)
@@ -426,7 +469,12 @@ class HFBackend:
             ctx = nullcontext()
         with ctx:
             raws = generate_encoded(
-                self.lm, encoded, params, token_budget=self.token_budget, prefill_budget=self.prefill_budget
+                self.lm,
+                encoded,
+                params,
+                token_budget=self.token_budget,
+                prefill_budget=self.prefill_budget,
+                decode=self.decode,
             )
         tok = self.lm.tokenizer
         return [
@@ -464,6 +512,7 @@ def generate(
     n: int = 1,
     seed: int = 0,
     token_budget: int | None = None,
+    decode: str | None = None,
 ) -> list[Generation]:
     """Answers to chat prompts, `n` per prompt, in (prompt, sample) order. temperature 0 = greedy.
 
@@ -473,7 +522,7 @@ def generate(
         n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
     )
     encoded = [encode_prompt(lm.tokenizer, messages) for messages in prompts]
-    raws = generate_encoded(lm, encoded, params, token_budget=token_budget)
+    raws = generate_encoded(lm, encoded, params, token_budget=token_budget, decode=decode)
     return [
         Generation(
             prompt_index=raw.prompt_index,
