@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import time
 from typing import Any
 
 import pytest
@@ -132,26 +131,31 @@ def test_lean_client_keep_alive_errors_and_disconnects() -> None:
     assert stats["connections"] == 3 and stats["status"]["disconnect"] == 2
 
 
-def test_high_concurrency_throughput() -> None:
-    """64 concurrent keep-alive connections at 20 ms latency: far more than sequential could do."""
+def test_high_concurrency_reaches_64_connections_in_flight() -> None:
+    """64 concurrent keep-alive connections at 20 ms latency: the client really runs 64 requests at once.
 
-    async def go(base_url: str, n: int) -> float:
+    The rate itself is measured by `pvdata bench judge`, not asserted here (no timed assertions).
+    """
+
+    async def go(base_url: str, n: int) -> int:
         async with LeanHTTPClient(base_url, max_connections=64) as c:
             sem = asyncio.Semaphore(64)
+            done = 0
 
             async def one(i: int) -> None:
+                nonlocal done
                 async with sem:
                     await c.post_json("/chat/completions", judge_body(f"p{i}"))
+                    done += 1
 
-            t = time.perf_counter()
             await asyncio.gather(*(one(i) for i in range(n)))
-            return n / (time.perf_counter() - t)
+            return done
 
     with FakeOpenAIServer(latency=0.02) as server:
-        rate = asyncio.run(go(server.base_url, 640))
+        done = asyncio.run(go(server.base_url, 640))
         stats = server.stats()
+    assert done == 640
     assert stats["max_in_flight"] == 64 and stats["connections"] <= 64
-    assert rate > 200  # sequential would be < 50/s; the full figure is `pvdata bench judge`
 
 
 def test_subprocess_mode_counts_requests() -> None:
