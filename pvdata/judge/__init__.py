@@ -8,17 +8,16 @@ See docs/JUDGING.md.
 """
 
 from pvdata.judge.base import (
-    SPEC_HELP,
     Judge,
     JudgeFatalError,
     NoneJudge,
     ScriptedJudge,
     hash_score,
     judge_prompts,
-    make_judge,
     run_sync,
 )
 from pvdata.judge.cache import CachedJudge, JudgeCache, judge_with_cache, prompt_hash
+from pvdata.judge.factory import SPEC_HELP, make_judge
 from pvdata.judge.rubrics import COHERENCE, render, rubric_hash
 from pvdata.judge.score import (
     MIN_VALID_MASS,

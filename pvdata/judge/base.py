@@ -1,8 +1,9 @@
-"""The judge interface, the sync wrapper, `make_judge(spec)`, and the `none` and `scripted` judges.
+"""The judge interface, the sync wrapper, and the `none` and `scripted` judges.
 
 A judge has a `name` (the judge model, e.g. "openai:gpt-4.1-mini": the cache key and the judgments'
 judge_model) and `async score_many(prompts) -> list[JudgeResult]`, one result per prompt in order,
-never raising for a single prompt's failure (that is a result with `error` set).
+never raising for a single prompt's failure (that is a result with `error` set). `make_judge(spec)`
+lives in pvdata.judge.factory, so this module imports no backend.
 
 Optional, read when present: `async score_each(prompts, on_result)`, which calls on_result(index,
 result) as each prompt finishes (so results reach the warehouse and the progress line as they come,
@@ -21,12 +22,6 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pvdata.errors import ConfigError
 from pvdata.judge.score import JudgeResult
-
-SPEC_HELP = (
-    "openai:<model> (an OpenAI-compatible API; OPENAI_API_KEY, OPENAI_BASE_URL), hf:<model> (a local "
-    "transformers model or alias, e.g. hf:smollm2-135m), none (skip judging: null scores), scripted "
-    "(deterministic test scores)"
-)
 
 
 class JudgeFatalError(ConfigError):
@@ -152,47 +147,3 @@ class ScriptedJudge:
         self.calls.append(list(prompts))
         self.stats["requests"] += len(prompts)
         return [self._one(p) for p in prompts]
-
-
-def make_judge(
-    spec: str,
-    *,
-    concurrency: int = 64,
-    timeout: float | None = None,
-    max_retries: int | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-) -> Judge:
-    """A judge from a spec string: openai:<model>, hf:<model>, none, scripted (see SPEC_HELP)."""
-    text = (spec or "").strip()
-    kind, sep, model = text.partition(":")
-    model = model.strip()
-    if kind == "none" and not sep:
-        return NoneJudge()
-    if kind == "scripted":
-        if sep and model:
-            try:
-                constant = float(model)
-            except ValueError:
-                raise ConfigError(
-                    f"judge spec {spec!r}: scripted takes no argument or a constant score (scripted:80)"
-                ) from None
-            return ScriptedJudge(lambda _p: constant, name=f"scripted:{model}", cacheable=True)
-        return ScriptedJudge(name="scripted", cacheable=True)
-    if kind == "openai" and model:
-        from pvdata.judge.openai_judge import OpenAIJudge
-        from pvdata.remote.client import DEFAULT_TIMEOUT
-        from pvdata.remote.retry import RetryPolicy
-
-        policy = RetryPolicy() if max_retries is None else RetryPolicy(max_retries=max_retries)
-        return OpenAIJudge(
-            model,
-            concurrency=concurrency,
-            timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
-            policy=policy,
-        )
-    if kind == "hf" and model:
-        from pvdata.judge.hf_judge import HFJudge
-
-        return HFJudge(model, device=device, dtype=dtype)
-    raise ConfigError(f"judge spec {spec!r} is not valid; use one of: {SPEC_HELP}")

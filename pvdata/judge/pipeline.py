@@ -19,8 +19,9 @@ from typing import Any
 
 from pvdata.errors import ConfigError
 from pvdata.judge import rubrics
-from pvdata.judge.base import Judge, make_judge, run_sync
+from pvdata.judge.base import Judge, run_sync
 from pvdata.judge.cache import CachedJudge, JudgeCache, prompt_hash
+from pvdata.judge.factory import make_judge
 from pvdata.judge.score import JudgeResult
 
 Progress = Callable[[int, int, float], None]  # (done, total, seconds since start)

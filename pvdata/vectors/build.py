@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from pvdata.errors import VectorError
-from pvdata.vectors.persona_vector import PersonaVector, format_layers
+from pvdata.vectors.persona_vector import PersonaVector, format_layers, provide_builder
 
 
 def _empty_side_error(n_pos: int, n_neg: int) -> VectorError:
@@ -116,3 +116,6 @@ def build_vector(
         trait_version=trait_version,
         provenance=dict(provenance or {}),
     )
+
+
+provide_builder(build_vector)

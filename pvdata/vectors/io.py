@@ -21,7 +21,7 @@ from pvdata.vectors.formats.llamacpp import export_gguf, import_gguf
 from pvdata.vectors.formats.lm_eval import export_lm_eval, import_lm_eval
 from pvdata.vectors.formats.native import load_safetensors, save_safetensors
 from pvdata.vectors.formats.research import export_research_pt, import_research_pt
-from pvdata.vectors.persona_vector import PersonaVector
+from pvdata.vectors.persona_vector import PersonaVector, provide_files
 
 FORMATS: tuple[str, ...] = ("safetensors", "research", "gguf", "lm-eval")
 _ALIASES = {
@@ -97,3 +97,6 @@ def load_vector(path: str | os.PathLike[str], format: str | None = None, **meta:
     loader = _LOADERS[fmt]
     _check_options(loader, meta, fmt, "loading from")
     return loader(path, **meta)
+
+
+provide_files(save_vector, load_vector)

@@ -12,9 +12,9 @@ import hashlib
 import json
 import numbers
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -79,6 +79,37 @@ def _as_scalar(k: Any) -> float | None:
     if isinstance(k, numbers.Real):
         return float(k)
     return None
+
+
+# build.py and the file formats construct PersonaVectors, so this module imports neither: they hand over
+# the functions behind from_activations, save and load when they are imported. pvdata.vectors imports
+# both, and importing this module always runs that package first, so the methods always find them.
+_build: Callable[..., PersonaVector] | None = None
+_save: Callable[..., Path] | None = None
+_load: Callable[..., PersonaVector] | None = None
+
+
+def provide_builder(build: Callable[..., PersonaVector]) -> None:
+    """Set the function behind :meth:`PersonaVector.from_activations` (pvdata.vectors.build does)."""
+    global _build
+    _build = build
+
+
+def provide_files(save: Callable[..., Path], load: Callable[..., PersonaVector]) -> None:
+    """Set the functions behind :meth:`PersonaVector.save` and ``.load`` (pvdata.vectors.io does)."""
+    global _save, _load
+    _save, _load = save, load
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _provided(fn: _F | None, what: str, module: str) -> _F:
+    if fn is None:
+        raise VectorError(
+            f"PersonaVector.{what} needs {module}, which is not imported: import pvdata.vectors"
+        )
+    return fn
 
 
 @dataclass(frozen=True, eq=False)
@@ -421,8 +452,7 @@ class PersonaVector:
         provenance: Mapping[str, Any] | None = None,
     ) -> PersonaVector:
         """Mean-difference vector from pooled activations; see :func:`pvdata.vectors.build_vector`."""
-        from pvdata.vectors.build import build_vector
-
+        build_vector = _provided(_build, "from_activations", "pvdata.vectors.build")
         return build_vector(
             pos,
             neg,
@@ -438,13 +468,11 @@ class PersonaVector:
 
     def save(self, path: str | os.PathLike[str], format: str | None = None, **options: Any) -> Path:
         """Write this vector; the format follows the suffix (.safetensors is the lossless default)."""
-        from pvdata.vectors.io import save_vector
-
+        save_vector = _provided(_save, "save", "pvdata.vectors.io")
         return save_vector(self, path, format=format, **options)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], format: str | None = None, **meta: Any) -> PersonaVector:
         """Read a vector file written by :meth:`save` or an importable foreign format."""
-        from pvdata.vectors.io import load_vector
-
+        load_vector = _provided(_load, "load", "pvdata.vectors.io")
         return load_vector(path, format=format, **meta)

@@ -19,8 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from pvdata.errors import MissingExtraError, WarehouseError
-from pvdata.warehouse import files
-from pvdata.warehouse.files import StoreLike
+from pvdata.warehouse.files import StoreLike, table_files, table_glob
 from pvdata.warehouse.schema import TABLES, FileInfo, TableSpec
 from pvdata.warehouse.store import open_store
 
@@ -82,7 +81,7 @@ def raw_view_sql(root: StoreLike, spec: TableSpec, infos: list[FileInfo], source
             cols.append(f"CAST(NULL AS {sql_type}) AS {quote_ident(f.name)}")
         return f"SELECT {', '.join(cols)} WHERE false"
     if source is None:
-        source = read_parquet_sql(files.table_glob(root, spec.name))
+        source = read_parquet_sql(table_glob(root, spec.name))
     return f"SELECT {', '.join(_column_exprs(spec, infos))} FROM {source}"
 
 
@@ -134,7 +133,7 @@ def create_views(
     gets one registered pyarrow dataset per table over the files validated now (DuckDB needs no httpfs):
     files committed later show up on the next connect()."""
     store = open_store(root)
-    infos = {t: files.table_files(store, t) if validate else [] for t in TABLES}
+    infos = {t: table_files(store, t) if validate else [] for t in TABLES}
     sources: dict[str, str] = {}
     if not store.is_local:
         import pyarrow.dataset as ds
@@ -232,7 +231,7 @@ def duckdb_cli_script(root: StoreLike) -> str:
             f"warehouse {store.uri}: the DuckDB CLI reads local folders (use pv.duckdb) and s3:// or gs:// "
             "URIs through httpfs; it cannot read this one"
         )
-    infos = {t: files.table_files(store, t) for t in TABLES}
+    infos = {t: table_files(store, t) for t in TABLES}
     url = "gs" if store.scheme in ("gs", "gcs") else "s3"
     prefix = f"{url}://{store.base.strip('/')}"
     query = dict(urllib.parse.parse_qsl(store.uri.partition("?")[2]))

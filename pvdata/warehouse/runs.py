@@ -26,7 +26,15 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from pvdata.errors import WarehouseError
-from pvdata.warehouse import files
+from pvdata.warehouse.files import (
+    check_run_id,
+    part_name,
+    remove_stale_tmp,
+    run_dir,
+    table_dir,
+    table_files,
+    write_atomic,
+)
 from pvdata.warehouse.ids import canonical_json, config_hash
 from pvdata.warehouse.lease import Lease
 from pvdata.warehouse.redact import redact, redact_text
@@ -100,7 +108,7 @@ class Warehouse:
 
     def has_table(self, table: str) -> bool:
         """Whether any run wrote a file of this table (its folder exists)."""
-        return self.store.is_dir(files.table_dir(self.store, table))
+        return self.store.is_dir(table_dir(self.store, table))
 
     def local_dir(self, *parts: str) -> Path:
         """A local folder for outputs that are files, not tables (exports, adapters): ROOT/<parts> for a
@@ -116,7 +124,7 @@ class Warehouse:
         """Everything one run committed to a table (all attempts), read straight from its files."""
         cols = list(columns) if columns is not None else None
         spec = get_spec(table)
-        infos = files.table_files(self.store, table, run_id)
+        infos = table_files(self.store, table, run_id)
         if not infos:
             schema = spec.schema if cols is None else pa.schema([spec.schema.field(c) for c in cols])
             return schema.empty_table()
@@ -267,7 +275,7 @@ class Run:
         base = warehouse.run_id_for(kind, config, parent_run_ids=self.parent_run_ids, model_id=model_id)
         if force:
             base = f"{base}-f{utcnow():%Y%m%dT%H%M%S}{uuid.uuid4().hex[:4]}"
-        self.run_id = files.check_run_id(base)
+        self.run_id = check_run_id(base)
         self.status_before: StatusBefore = "new"
         self.attempt = 0
         self.message = ""
@@ -295,7 +303,7 @@ class Run:
             raise WarehouseError(f"run {self.run_id} was already started; call Warehouse.run() again")
         self._entered = True
         for parent in self.parent_run_ids:
-            if not self.store.is_dir(files.run_dir(self.store, "runs", parent)):
+            if not self.store.is_dir(run_dir(self.store, "runs", parent)):
                 raise WarehouseError(
                     f"parent run {parent!r} is not in warehouse {self.warehouse.uri}; list its runs with "
                     "`pvdata runs list`"
@@ -328,7 +336,7 @@ class Run:
         else:
             self.status_before, self.attempt = "resumed", (last["attempt"] or 0) + 1
             self._started_at = events[0]["started_at"] or utcnow()
-            removed = files.remove_stale_tmp(self.store, self.run_id)
+            removed = remove_stale_tmp(self.store, self.run_id)
             self.message = (
                 f"resuming run {self.run_id} (attempt {self.attempt}; last status {last['status']}"
                 + (f", removed {removed} partial file(s)" if removed else "")
@@ -380,7 +388,7 @@ class Run:
             raise exc  # a writer failed to commit on close
 
     def _final_stats(self) -> dict[str, Any]:
-        totals = {t: sum(f.num_rows for f in files.table_files(self.store, t, self.run_id)) for t in TABLES}
+        totals = {t: sum(f.num_rows for f in table_files(self.store, t, self.run_id)) for t in TABLES}
         return {
             **self.stats,
             "rows": {t: w.rows_written for t, w in self._writers.items()},
@@ -420,8 +428,8 @@ class Run:
         spec = get_spec("runs")
         table = pa.Table.from_pylist([row], schema=spec.schema)
         table = table.replace_schema_metadata(file_metadata("runs", self.run_id, {}))
-        path = self.store.path("tables", "runs", f"run_id={self.run_id}", files.part_name(self._seq))
-        files.write_atomic(table, path, compression="zstd", store=self.store)
+        path = self.store.path("tables", "runs", f"run_id={self.run_id}", part_name(self._seq))
+        write_atomic(table, path, compression="zstd", store=self.store)
 
     # -- what the pipeline uses -----------------------------------------------------------------------------
 
@@ -481,7 +489,7 @@ class Run:
                 f"table {table!r} has no column(s) {', '.join(bad)}; its columns: {spec.columns}"
             )
         out: set[Any] = set()
-        for info in files.table_files(self.store, table, self.run_id):
+        for info in table_files(self.store, table, self.run_id):
             t = self.store.read_table(info.path, columns=cols)
             if len(cols) == 1:
                 out.update(t.column(0).to_pylist())
