@@ -233,7 +233,14 @@ def test_kill9_then_resume_after_the_lease_expires_is_exactly_once(s3, root, mon
     assert con.execute("SELECT status, attempt FROM runs").fetchone() == ("succeeded", 2)
 
 
-def test_the_lease_lets_one_writer_hold_a_run_and_expires_when_it_dies(root):
+def test_the_lease_lets_one_writer_hold_a_run_and_expires_when_it_dies(root, monkeypatch):
+    import types
+
+    import pvdata.warehouse.lease as lease_module
+
+    # a loser retries twice after 0.2-1.0 s (a racing writer may be about to give up); with a 2 s ttl,
+    # those waits alone could outlast the holder's lease on a loaded machine: keep them short here
+    monkeypatch.setattr(lease_module, "random", types.SimpleNamespace(uniform=lambda a, b: 0.05))
     store = open_store(root)
     first, second = Lease(store, "generate-x", ttl=2), Lease(store, "generate-x", ttl=2)
     first.acquire()
