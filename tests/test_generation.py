@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from generation_helpers import random_steering_vector
 
 from pvdata.errors import ConfigError, DataError
 from pvdata.generation import (
@@ -177,17 +178,11 @@ def test_greedy_n_copies_one_answer(tiny_llama):
     assert len({r.text for r in out[:3]}) == 1
 
 
-def _vector(lm, scale=8.0):
-    gen = torch.Generator().manual_seed(0)
-    rows = torch.randn(lm.n_layers + 1, lm.hidden_size, generator=gen)
-    return rows / rows.norm(dim=-1, keepdim=True) * scale
-
-
 @pytest.mark.parametrize("positions", ["all", "prompt", "response"])
 def test_steering_during_generation(tiny_llama, positions):
     params = SamplingParams(max_new_tokens=8)
     plain = HFBackend(tiny_llama).generate(_reqs(), params)
-    vec = _vector(tiny_llama)
+    vec = random_steering_vector(tiny_llama)
     spec = SteeringSpec(layers=(2,), coef=4.0, positions=positions)  # type: ignore[arg-type]
     steered = HFBackend(tiny_llama, steering=spec, vector=vec).generate(_reqs(), params)
     assert _texts(steered) != _texts(plain)
@@ -269,7 +264,7 @@ def test_split_prefill_keeps_answers_and_steering(tiny_llama, positions):
     lengths = sorted((len(encode_prompt(tiny_llama.tokenizer, r.messages)) for r in _reqs()), reverse=True)
     assert len(plan_prefill(lengths, 50)) > 2
     spec = SteeringSpec(layers=(1, 3), coef=3.0, positions=positions)  # type: ignore[arg-type]
-    vec = _vector(tiny_llama)
+    vec = random_steering_vector(tiny_llama)
     for params in (SamplingParams(max_new_tokens=8), SamplingParams(n=2, max_new_tokens=8, seed=4)):
         split = HFBackend(tiny_llama, steering=spec, vector=vec, prefill_budget=50).generate(_reqs(), params)
         whole = HFBackend(tiny_llama, steering=spec, vector=vec, prefill_budget=10**6).generate(

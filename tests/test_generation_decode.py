@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from generation_helpers import random_steering_vector
 
 from pvdata.chat import encode_prompt
 from pvdata.errors import ConfigError
@@ -128,16 +129,10 @@ def test_max_new_tokens_one_and_two(tiny_llama):
         assert drop == hf and all(r.n_tokens <= n for r in drop)
 
 
-def _vector(lm, scale=8.0):
-    gen = torch.Generator().manual_seed(0)
-    rows = torch.randn(lm.n_layers + 1, lm.hidden_size, generator=gen)
-    return rows / rows.norm(dim=-1, keepdim=True) * scale
-
-
 @pytest.mark.parametrize("positions", ["all", "prompt", "response"])
 def test_steered_drop_equals_hf(tiny_llama, positions):
     """Hooks decide positions per call from the mask: a smaller batch steers the same positions."""
-    vec = _vector(tiny_llama)
+    vec = random_steering_vector(tiny_llama)
     spec = SteeringSpec(layers=(1, 3), coef=4.0, positions=positions)  # type: ignore[arg-type]
     zero = SteeringSpec(layers=(1, 3), coef=0.0, positions=positions)  # type: ignore[arg-type]
     from pvdata.generation import GenerationRequest

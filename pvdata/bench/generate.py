@@ -158,15 +158,9 @@ def _sync(device: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from pvdata.bench.threads import with_threads
 
-    threads = torch.get_num_threads()
-    try:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        return _run(args)
-    finally:
-        torch.set_num_threads(threads)
+    return with_threads(args, _run)
 
 
 class _ShapeTokenizer:
