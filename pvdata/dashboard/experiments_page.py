@@ -1,17 +1,15 @@
 """The dashboard's Experiments page: does the pre-finetune projection difference predict the shift?
 
-Rendered by dashboards/app.py, which passes its cached `load` (query name -> DataFrame) and `pick`
-helpers; the numbers come from pvdata.dashboard.experiment_queries.
+Rendered by dashboards/app.py with the shared helpers of pvdata.dashboard.ui; the numbers come from
+pvdata.dashboard.experiment_queries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import streamlit as st
 
 from pvdata.dashboard import charts
+from pvdata.dashboard.ui import empty, load, pick
 
 X_COLUMNS = {
     "projection_difference_exact": "projection difference (exact)",
@@ -20,9 +18,7 @@ X_COLUMNS = {
 }
 
 
-def render(
-    root: str, load: Callable[..., Any], pick: Callable[..., Any], empty: Callable[[str, str], None]
-) -> None:
+def render(root: str) -> None:
     runs = load(root, "experiment_runs")
     if runs.empty:
         empty("experiments", "experiments")
@@ -31,7 +27,13 @@ def render(
         r.run_id: f"{r.run_id} · {r.experiment} · {r.traits} · {r.n_datasets} datasets · L{r.layer}"
         for r in runs.itertuples()
     }
-    run_id = pick("Experiment run", list(runs["run_id"]), "run_id", key="exp_run", format_func=labels.get)
+    run_id = pick(
+        "Experiment run",
+        list(runs["run_id"]),
+        "run_id",
+        key="exp_run",
+        format_func=lambda r: labels.get(r, r),
+    )
     points = load(root, "experiment_points", run_id)
     stats = load(root, "experiment_stats", run_id)
     kind = str(runs.set_index("run_id").loc[run_id, "experiment"])
