@@ -225,7 +225,7 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys):
     code, _, err = _generate(capsys, tmp_path / "wh", prompts, "--layers", "3")
     assert code == 2 and "add --vector FILE" in err
     code, _, err = _generate(capsys, tmp_path / "wh", prompts, "--backend", "tgi")
-    assert code == 2 and "valid backends are hf" in err
+    assert code == 2 and "valid backends are auto" in err
     code, _, err = _generate(capsys, tmp_path / "wh", prompts, "--top-p", "0")
     assert code == 2 and "top_p" in err
 

@@ -279,3 +279,20 @@ def test_bench_rejects_a_stop_fraction_outside_zero_one(capsys):
     argv = ["bench", "generate", "--model-shape", "tiny", "--device", "cpu", "--stop-fraction", "1.5"]
     assert main(argv) == 2
     assert "--stop-fraction must be between 0 and 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model-shape", "tiny", "--device", "cpu"], "--vllm needs --model"),
+        (["--model", "tiny-random-llama"], "--vllm: vLLM is not installed"),
+    ],
+)
+def test_bench_vllm_flag_errors_before_any_model_loads(capsys, monkeypatch, argv, message):
+    from pvdata.cli.main import main
+    from pvdata.generation import backends
+
+    monkeypatch.setattr(backends, "vllm_installed", lambda: False)
+    assert main(["bench", "generate", "--vllm", *argv]) == 2
+    printed = capsys.readouterr()
+    assert message in printed.err and "model:" not in printed.out  # nothing was loaded

@@ -57,6 +57,28 @@ def test_greedy_matches_hf(engine, hf):
     assert _texts(engine.generate(_requests(), params)) == _texts(hf.generate(_requests(), params))
 
 
+def test_auto_picks_the_installed_vllm_on_a_gpu_only():
+    from pvdata.generation.backends import resolve_backend, vllm_installed
+
+    assert vllm_installed()  # the real check, against this venv's vllm
+    assert resolve_backend("auto", "cuda") == "vllm" and resolve_backend("auto", "cpu") == "hf"
+
+
+def test_bench_compares_vllm_with_hf_on_the_same_prompts(engine, smollm2, capsys):
+    from types import SimpleNamespace
+
+    from pvdata.bench.generate import build_prompts
+    from pvdata.bench.generate_vllm import compare_vllm
+
+    args = SimpleNamespace(seed=0, repeats=1, token_budget=None)
+    compare_vllm(smollm2, "smollm2-135m", build_prompts(3), SamplingParams(max_new_tokens=8), args, engine)
+    out = capsys.readouterr().out
+    assert (
+        "backend vllm (paged, continuous batching)" in out and "backend hf (HF backend, decode drop)" in out
+    )
+    assert "same answers vllm/hf: 3/3" in out  # greedy float32, 8 tokens: the two agree exactly
+
+
 def test_stop_length_and_at_least_one_token(engine):
     out = engine.generate(_requests(), SamplingParams(max_new_tokens=12))
     assert out[1].finish_reason == "stop" and 1 <= out[1].n_tokens < 12

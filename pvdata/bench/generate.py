@@ -18,6 +18,8 @@ weights: prompts are seeded random token ids of 32-224 tokens, and `--stop-fract
 each step stops with probability about F: answer lengths spread as real answers do (mean about 1/F,
 capped at --max-new-tokens), which is what the drop loop saves on. The research comparison needs greedy
 decoding and runs only at temperature 0. Needs only torch and transformers.
+
+`--vllm` adds the vLLM backend against the HF backend on the same chat prompts (pvdata.bench.generate_vllm).
 """
 
 from __future__ import annotations
@@ -111,6 +113,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--vllm",
+        action="store_true",
+        help="also time the vLLM backend against the HF backend on the same prompts (needs vllm and --model)",
+    )
 
 
 def research_generate(
@@ -204,6 +211,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from pvdata.chat import encode_prompt
+    from pvdata.errors import ConfigError
     from pvdata.generation.base import SamplingParams
     from pvdata.generation.hf import (
         default_prefill_budget,
@@ -215,6 +223,15 @@ def _run(args: argparse.Namespace) -> int:
     from pvdata.models.loading import load_model
 
     default_decode = resolve_decode()
+    if args.vllm:
+        from pvdata.generation.backends import vllm_installed
+
+        if args.model_shape:
+            raise ConfigError("--vllm needs --model (vLLM loads weights from a folder, not a --model-shape)")
+        if not vllm_installed():
+            raise ConfigError(
+                "--vllm: vLLM is not installed (pip install 'pvdata[vllm]'; CPU: make test-vllm)"
+            )
     encoded: list[Any]
     if args.model_shape:
         lm, encoded = shape_model(args)
@@ -320,6 +337,10 @@ def _run(args: argparse.Namespace) -> int:
         f"{len(encoded) / t_new:8.2f} prompts/s  {new_tokens / t_new:9.1f} generated tokens/s  "
         f"({t_new:.2f} s)"
     )
+    if args.vllm:
+        from pvdata.bench.generate_vllm import compare_vllm
+
+        compare_vllm(lm, args.model, build_prompts(args.prompts, args.seed), params, args)
     if greedy:
         same = sum(1 for (body, _), r in zip(ref, new, strict=True) if body == r.body)
         print(f"identical_answers: {same}/{len(encoded)}")

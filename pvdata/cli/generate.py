@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--backend",
         default="hf",
         help="hf (transformers; default) | vllm (offline vLLM, the vllm extra) | openai:MODEL (an "
-        "OpenAI-compatible server at $OPENAI_BASE_URL; unsteered)",
+        "OpenAI-compatible server at $OPENAI_BASE_URL; unsteered) | auto (vllm when installed, on a GPU "
+        "and unsteered, else hf)",
     )
     parser.add_argument("--n", type=int, default=1, help="samples per prompt (default 1)")
     parser.add_argument(
@@ -107,12 +108,17 @@ def _steering(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from pvdata.generation.backends import backend_kind, make_backend
+    from pvdata.generation.backends import backend_kind, make_backend, resolve_backend
     from pvdata.generation.base import SamplingParams
     from pvdata.generation.pipeline import run_generation
     from pvdata.generation.prompts import read_prompts
     from pvdata.warehouse import Warehouse
 
+    if backend_kind(args.backend) == "auto":  # resolved first: the run records the backend that answers
+        from pvdata.models.loading import resolve_device
+
+        steered = args.vector is not None or args.layers is not None
+        args.backend = resolve_backend(args.backend, resolve_device(args.device), steered=steered)
     kind = backend_kind(args.backend)
     if kind == "openai":
         if args.vector is not None or args.layers is not None:

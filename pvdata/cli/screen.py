@@ -77,7 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", default=None, metavar="DIR", help="output folder (default: WAREHOUSE/exports/SCREEN_RUN_ID)"
     )
     p.add_argument("--skip-invalid", action="store_true", help="screen the valid records, record the others")
-    p.add_argument("--backend", default="hf", help="base answers for exact: hf | vllm | openai:MODEL")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="base answers for exact: auto (default: vllm when installed and the model runs on a GPU, "
+        "else hf) | hf | vllm | openai:MODEL",
+    )
     p.add_argument("--max-new-tokens", type=int, default=256, help="length limit of the base answers")
     p.add_argument(
         "--base-samples",

@@ -417,17 +417,14 @@ class RayExecutor:
         return RayGenerationBackend(self, job)
 
     def _check_vllm(self) -> None:
+        from pvdata.generation.backends import vllm_installed
+
         ray = self.start()
-
-        def has_vllm() -> bool:
-            import importlib.util
-
-            return importlib.util.find_spec("vllm") is not None
-
-        probe = ray.remote(num_cpus=0)(has_vllm)
+        probe = ray.remote(num_cpus=0)(vllm_installed)
         if not ray.get(probe.remote(), timeout=300):
             raise ConfigError(
-                "--backend vllm with --executor ray: vLLM is not installed where the Ray workers run; "
+                "--backend vllm with --executor ray (or auto, which picks vllm when it is installed on the "
+                "driver and the workers reserve GPUs): vLLM is not installed where the Ray workers run; "
                 "install it there (pip install 'pvdata[vllm]', the same environment on every node) or use "
                 "--backend hf"
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pvdata.generation.backends import BACKEND_SPECS, backend_kind, make_backend
+from pvdata.generation.backends import BACKEND_SPECS, backend_kind, make_backend, resolve_backend
 from pvdata.generation.base import (
     FINISH_REASONS,
     GenerationBackend,
@@ -37,6 +37,7 @@ __all__ = [
     "backend_kind",
     "generate",
     "make_backend",
+    "resolve_backend",
     "sample_seed",
 ]
 

@@ -1,26 +1,46 @@
-"""`make_backend(spec)`: one place that turns "hf", "vllm" or "openai:MODEL" into a backend."""
+"""`make_backend(spec)`: one place that turns "auto", "hf", "vllm" or "openai:MODEL" into a backend."""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from pvdata.errors import ConfigError
 from pvdata.generation.base import GenerationBackend
 
-BACKEND_SPECS = ("hf", "vllm", "openai:MODEL")
+BACKEND_SPECS = ("auto", "hf", "vllm", "openai:MODEL")
 
 
 def backend_kind(spec: str) -> str:
-    """'hf', 'vllm' or 'openai' for a valid spec; ConfigError otherwise (no heavy imports)."""
-    if spec in ("hf", "vllm"):
+    """'auto', 'hf', 'vllm' or 'openai' for a valid spec; ConfigError otherwise (no heavy imports)."""
+    if spec in ("auto", "hf", "vllm"):
         return spec
     if spec.startswith("openai:") and spec.removeprefix("openai:").strip():
         return "openai"
     raise ConfigError(
-        f"unknown generation backend {spec!r}: valid backends are hf (transformers, steerable), vllm "
-        "(offline vLLM, steerable) and openai:MODEL (any OpenAI-compatible chat server, e.g. "
+        f"unknown generation backend {spec!r}: valid backends are auto (vllm when it is installed and "
+        "the model runs on a GPU, else hf), hf (transformers, steerable), vllm (offline vLLM, steerable) "
+        "and openai:MODEL (any OpenAI-compatible chat server, e.g. "
         "openai:gpt-4o-mini)"
     )
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_backend(spec: str, device: str, *, steered: bool = False) -> str:
+    """The concrete spec `auto` stands for; other valid specs come back unchanged.
+
+    auto = vllm when vLLM is installed, the model runs on a CUDA device and nothing is steered (paged
+    batching is the fastest way to get unsteered answers on a GPU), else hf, whose decode loop drops
+    finished rows. Steered generation stays on hf, where steering positions are exact (vLLM's chunked
+    prefill steers "response" at each chunk's end). Callers resolve before building a run config, so a
+    run records the backend that made its answers, never "auto".
+    """
+    if backend_kind(spec) != "auto":
+        return spec
+    return "vllm" if device.startswith("cuda") and not steered and vllm_installed() else "hf"
 
 
 def make_backend(
@@ -42,10 +62,19 @@ def make_backend(
 ) -> GenerationBackend:
     """Build the backend a spec names.
 
-    hf: `model` (alias, folder, adapter folder or hub id) loaded with load_model, or an already loaded
-    `lm`. vllm: `model` resolved the same way and run by vllm.LLM (`options` go to it). openai:MODEL: the
-    model name on the server at `base_url` / $OPENAI_BASE_URL; no steering, no adapter.
+    auto: see resolve_backend. hf: `model` (alias, folder, adapter folder or hub id) loaded with
+    load_model, or an already loaded `lm`. vllm: `model` resolved the same way and run by vllm.LLM
+    (`options` go to it). openai:MODEL: the model name on the server at `base_url` / $OPENAI_BASE_URL;
+    no steering, no adapter.
     """
+    if backend_kind(spec) == "auto":
+        if lm is not None:
+            where = str(next(lm.model.parameters()).device)
+        else:
+            from pvdata.models.loading import resolve_device
+
+            where = resolve_device(device)
+        spec = resolve_backend(spec, where, steered=steering is not None)
     kind = backend_kind(spec)
     if kind == "openai":
         from pvdata.generation.openai_compat import STEERING_ERROR, OpenAIBackend

@@ -25,13 +25,14 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError, DataError
 from pvdata.executors.base import EXECUTORS as EXECUTORS  # re-exported: the valid --executor values
-from pvdata.executors.base import ExecutorConfig, executor_config
+from pvdata.pipelines.screen_config import DEFAULT_MAX_NEW_TOKENS as DEFAULT_MAX_NEW_TOKENS  # re-exported
+from pvdata.pipelines.screen_config import ScreenConfig
 from pvdata.pipelines.screen_decisions import (
     GroupSummary,
     build_summary,
@@ -44,83 +45,10 @@ from pvdata.pipelines.screen_layers import choose_layers as choose_layers  # re-
 from pvdata.pipelines.screen_layers import resolve_vectors as resolve_vectors  # re-exported
 
 Log = Callable[[str], None]
-DEFAULT_MAX_NEW_TOKENS = 256
 
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-@dataclass
-class ScreenConfig:
-    """What `pvdata screen` was asked to do (the CLI flags, one field each)."""
-
-    dataset: str
-    model: str
-    traits: list[str] = field(default_factory=list)  # default: the traits of the --vector files
-    vectors: list[str] = field(default_factory=list)  # files or warehouse ids; default: latest per trait
-    layers: list[int] = field(default_factory=list)  # default: per trait, see default_layer
-    methods: list[str] = field(default_factory=lambda: ["exact"])
-    reference: str | None = None
-    percentile: float | None = None
-    threshold: float | None = None
-    top_k: int | None = None
-    backend: str = "hf"  # base answers for exact: hf | vllm | openai:MODEL
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    base_samples: int = 1  # exact: > 1 subtracts the mean projection of K sampled base answers
-    seed: int = 0
-    skip_invalid: bool = False
-    format: str | None = None
-    prompt_column: str = "prompt"
-    answer_column: str = "answer"
-    system_column: str = "system"
-    messages_column: str = "messages"
-    hf_split: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    layers_path: str | None = None
-    token_budget: int | None = None
-    max_length: int | None = None  # longer samples are not scored (default: the model's context)
-    chunk_size: int = 64
-    executor: str = "local"  # local | ray (docs/SCALE.md); never part of a run's config
-    ray_address: str | None = None
-    num_workers: int = 1
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
-    worker_retries: int = 3
-
-    def executor_config(self) -> ExecutorConfig:
-        return executor_config(self)
-
-    def columns(self) -> Any:
-        from pvdata.samples import Columns
-
-        return Columns(self.prompt_column, self.answer_column, self.system_column, self.messages_column)
-
-    def threshold_spec(self) -> Any:
-        from pvdata.screening.thresholds import ThresholdSpec
-
-        return ThresholdSpec.from_flags(self.percentile, self.threshold, self.top_k)
-
-    def check(self) -> None:
-        """Flag-level checks that need no file, warehouse or model."""
-        from pvdata.generation.backends import backend_kind
-        from pvdata.screening.scoring import check_methods
-
-        check_methods(self.methods)
-        self.threshold_spec()
-        self.executor_config().check(self.device)
-        backend_kind(self.backend)
-        if self.chunk_size < 1:
-            raise ConfigError(f"--chunk-size {self.chunk_size} must be >= 1")
-        if self.max_length is not None and self.max_length < 1:
-            raise ConfigError(f"--max-length {self.max_length} must be >= 1 (tokens of prompt + answer)")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"--max-new-tokens {self.max_new_tokens} must be >= 1")
-        if isinstance(self.base_samples, bool) or self.base_samples < 1:
-            raise ConfigError(f"--base-samples {self.base_samples} must be >= 1 (1 = the greedy answer)")
-        if not self.traits and not self.vectors:
-            raise ConfigError("give --trait T (the warehouse's latest vector of T) or --vector FILE")
 
 
 @dataclass
@@ -137,6 +65,7 @@ class ScreenPlan:
     methods: tuple[str, ...]
     spec: Any
     dtype: str
+    backend: str  # cfg.backend with auto resolved: what the base-answer run records
 
 
 @dataclass
@@ -157,6 +86,7 @@ class ScreenResult:
 
 def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
     """Read the data, resolve vectors and layers, check everything; no model, no run."""
+    from pvdata.generation.backends import resolve_backend
     from pvdata.models.loading import resolve_dtype
     from pvdata.samples import check_invalid, read_dataset
     from pvdata.samples.hub import is_hub_id
@@ -167,7 +97,8 @@ def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
     spec = cfg.threshold_spec()
     # the dtype where the model runs (a Ray worker's GPU, not the driver's CPU): it is part of the runs'
     # configs, so the same job on either executor is the same run
-    dtype = str(resolve_dtype(cfg.dtype, cfg.executor_config().worker_device(cfg.device)))
+    where = cfg.executor_config().worker_device(cfg.device)
+    dtype = str(resolve_dtype(cfg.dtype, where))
     for path, what in ((cfg.dataset, "dataset"), (cfg.reference, "--reference")):
         if path is not None and not Path(path).expanduser().exists() and not is_hub_id(path):
             raise ConfigError(
@@ -194,9 +125,9 @@ def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
                 f"--reference {cfg.reference} has no usable samples ({reference.n_records} record(s), "
                 f"{len(reference.invalid)} invalid): a percentile threshold needs clean scored samples"
             )
-    return ScreenPlan(
-        cfg, dataset, reference, vectors, runs, layers, why, tuple(dict.fromkeys(cfg.methods)), spec, dtype
-    )
+    methods = tuple(dict.fromkeys(cfg.methods))
+    backend = resolve_backend(cfg.backend, where)
+    return ScreenPlan(cfg, dataset, reference, vectors, runs, layers, why, methods, spec, dtype, backend)
 
 
 # ---- running ------------------------------------------------------------------------------------------
@@ -268,6 +199,8 @@ def run_screen(
     from pvdata.warehouse import Warehouse
 
     plan = plan_screen(cfg, warehouse)
+    if backend is not None and cfg.backend == "auto" and getattr(backend, "name", None) in ("hf", "vllm"):
+        plan.backend = backend.name  # the backend passed in is the one that answers
     if out is not None:
         check_out_dir(out, _inputs(plan))
     wh = Warehouse(warehouse)
@@ -407,10 +340,10 @@ def _base_stage(
     config = {
         "stage": "screen.base_answers",
         "dataset_id": data.dataset_id,
-        "backend": cfg.backend,
+        "backend": plan.backend,
         "model": cfg.model,
         "sampling": params.to_json(),
-        "dtype": plan.dtype if cfg.backend == "hf" else None,
+        "dtype": plan.dtype if plan.backend == "hf" else None,
     }
     with wh.run("generate", config, parent_run_ids=[samples_run], model_id=cfg.model, force=force) as run:
         note_resume(run, log)
@@ -419,10 +352,10 @@ def _base_stage(
             return str(run.run_id)
         log(
             f"[2/5] {label}: {'greedy' if params.n == 1 else f'{params.n} sampled'} base answers to "
-            f"{len(items)} distinct prompts ({run.status_before}) "
-            f"-> {run.run_id}"
+            f"{len(items)} distinct prompts with {plan.backend}{' (auto)' if cfg.backend == 'auto' else ''} "
+            f"({run.status_before}) -> {run.run_id}"
         )
-        gen = backend if backend is not None else _make_backend(cfg, model)
+        gen = backend if backend is not None else _make_backend(plan, model)
         run.writer("generations", chunk_rows=cfg.chunk_size)  # generate_into gets this one: commit per chunk
         stats = generate_into(
             run, gen, items, params, chunk=cfg.chunk_size, progress=_progress(log, "base answers")
@@ -437,11 +370,12 @@ def _base_stage(
         return str(run.run_id)
 
 
-def _make_backend(cfg: ScreenConfig, model: _LazyModel) -> Any:
+def _make_backend(plan: ScreenPlan, model: _LazyModel) -> Any:
     """hf on the loaded model, vllm, or openai:MODEL; with --executor ray, hf and vllm run on the workers."""
+    cfg = plan.cfg
     from pvdata.executors import GenerateJob
 
-    return model.executor().generation_backend(GenerateJob(cfg.backend, cfg.token_budget, cfg.dtype))
+    return model.executor().generation_backend(GenerateJob(plan.backend, cfg.token_budget, cfg.dtype))
 
 
 def _base_answers(wh: Any, base_run: str | None) -> tuple[dict[str, list[tuple[str, str]]], dict[str, int]]:
