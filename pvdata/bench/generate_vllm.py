@@ -29,6 +29,7 @@ def compare_vllm(
     VLLMBackend (its start-up is then not measured)."""
     import torch
 
+    from pvdata.activations.capture import default_max_length
     from pvdata.generation.base import GenerationRequest
     from pvdata.generation.hf import HFBackend
     from pvdata.generation.hf_decode import resolve_decode
@@ -39,9 +40,8 @@ def compare_vllm(
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
     if engine is None:
-        engine = VLLMBackend(
-            model, dtype=dtype, max_model_len=min(VLLM_ENGINE_MAX_LEN, _context(lm)), seed=args.seed
-        )
+        max_len = min(VLLM_ENGINE_MAX_LEN, default_max_length(lm.model))
+        engine = VLLMBackend(model, dtype=dtype, max_model_len=max_len, seed=args.seed)
     startup = time.perf_counter() - t0
     torch.set_num_threads(threads)  # vLLM's CPU engine lowers torch's threads; both sides get the same
     hf = HFBackend(lm, token_budget=args.token_budget)
@@ -72,9 +72,3 @@ def compare_vllm(
         f"{torch.get_num_threads()}  backend hf/vllm time ratio: {best['hf'] / best['vllm']:.2f}  "
         f"same answers vllm/hf: {agree}"
     )
-
-
-def _context(lm: Any) -> int:
-    from pvdata.activations.capture import default_max_length
-
-    return default_max_length(lm.model)
