@@ -10,7 +10,7 @@ DEMO_STAMP := $(VENV)/.pvdata-demo-installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: install test demo lint typecheck bench clean test-transformers4 chromium
+.PHONY: install test demo lint typecheck bench clean test-transformers4 chromium cxx
 
 install: $(STAMP)
 
@@ -26,7 +26,11 @@ $(STAMP) $(DEMO_STAMP): pyproject.toml constraints.txt Makefile
 chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: install chromium
+# torch.compile's inductor (`--compile`, tests/test_compile.py) writes C++ for CPU kernels.
+cxx:
+	@command -v g++ >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++)
+
+test: install chromium cxx
 	$(VENV)/bin/python -m pytest -q tests
 
 # A full install (make install / make test) serves the demo too.

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pvdata.bench.overlap import add_overlap_arguments
 
     add_overlap_arguments(parser, out_flag=False)
+    from pvdata.bench.compile_pair import add_compile_arguments
+
+    add_compile_arguments(parser)
 
 
 def _range(text: str) -> tuple[int, int]:
@@ -145,8 +148,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"model_tflops_per_s: {achieved / 1e12:.2f}" + (f"  mfu: {achieved / peak:.1%}" if peak else ""))
     print(f"pvdata_tokens_per_s: {new_tps:.0f}")
     identical = _overlap(args, lm, samples, layer, flops_per_token * n_tokens, peak)
+    if args.compile is not None:
+        identical = _compiled(args, lm, samples, layer, tol) and identical
     print(f"speedup_vs_reference_loop: {new_rate / ref_rate:.2f}")  # the headline stays the last line
     return 0 if worst <= tol and identical else 1
+
+
+def _compiled(args: argparse.Namespace, lm: Any, samples: list, layer: int, tol: float) -> bool:
+    """Eager vs compiled capture of the same samples; True when they match within `tol`."""
+    from pvdata.activations.capture import capture_encoded
+    from pvdata.bench.compile_pair import compile_pair, print_compile
+    from pvdata.models.compiled import compiled_blocks
+
+    def one_pass(mode: str | None) -> Any:
+        with compiled_blocks(lm, layer, mode):
+            return capture_encoded(lm, samples, layers=[layer], token_budget=args.token_budget).values
+
+    result = compile_pair(one_pass, args.compile, max(1, args.repeats), lambda: _sync(lm.device))
+    return print_compile(result, "pvdata capture_encoded", tol)
 
 
 def _overlap(

@@ -169,6 +169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from pvdata.bench.overlap import add_overlap_arguments
 
     add_overlap_arguments(parser, out_flag=True)
+    from pvdata.bench.compile_pair import add_compile_arguments
+
+    add_compile_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -298,6 +301,12 @@ def _run(args: argparse.Namespace) -> int:
     from pvdata.bench.screen_overlap import screen_overlap
 
     overlap, trace = screen_overlap(args, lm, approx_samples, vector, layer, fl * pv_tokens, peak, sync)
+    compiled = None
+    if args.compile is not None:
+        from pvdata.bench.screen_overlap import screen_compiled
+
+        compiled = screen_compiled(args, lm, approx_samples, vector, layer, sync)
+        compiled["tolerance"] = rtol
 
     exact: dict[str, Any] | None = None
     if exact_samples:
@@ -336,12 +345,18 @@ def _run(args: argparse.Namespace) -> int:
         "exact": exact,
         "overlap": overlap,
         "profile": str(trace) if trace else None,
+        "compile": compiled,
     }
     result["match"] = approx["match"] and (exact is None or exact["match"]) and overlap["identical"]
+    result["match"] = result["match"] and (compiled is None or compiled["rel_diff"] <= rtol)
     _print_table(result)
     from pvdata.bench.overlap import print_overlap
 
     print_overlap(overlap, "pvdata screening approximation through the local executor")
+    if compiled is not None:
+        from pvdata.bench.compile_pair import print_compile
+
+        print_compile(compiled, "pvdata screening approximation through the local executor", rtol)
     if trace:
         print(f"profile: {trace}")
     line = json.dumps(result, sort_keys=True)

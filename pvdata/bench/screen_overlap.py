@@ -17,6 +17,7 @@ def pvdata_pipeline(
     budget: int | None,
     prefetch: bool,
     timings: Any,
+    compile: str | None = None,
 ) -> list[Any]:
     """The approximation as `pvdata screen` runs it: the local executor's score over every chunk (the
     next chunk tokenised, the next batches padded, in the background when `prefetch`)."""
@@ -24,7 +25,7 @@ def pvdata_pipeline(
     from pvdata.executors.base import ScoreJob
     from pvdata.executors.local import LocalExecutor
 
-    job = ScoreJob((vector,), [layer], APPROX_METHODS, budget)
+    job = ScoreJob((vector,), [layer], APPROX_METHODS, budget, compile=compile)
     executor = LocalExecutor(lm, prefetch=prefetch, timings=timings)
     return [
         (part.result.projections, part.result.scores) for part in executor.score(job, samples, chunk=chunk)
@@ -53,3 +54,22 @@ def screen_overlap(
     folder = profile_dir(args)
     trace = profile_pass(one_pass, folder, "screen", lm.device, sync) if folder is not None else None
     return overlap, trace
+
+
+def screen_compiled(
+    args: argparse.Namespace,
+    lm: Any,
+    samples: Sequence[Any],
+    vector: Any,
+    layer: int,
+    sync: Callable[[], None],
+) -> dict[str, Any]:
+    """--compile: the executor's pass eager vs with the scored blocks compiled (pvdata.bench.compile_pair)."""
+    from pvdata.activations.prefetch import PassTimings
+    from pvdata.bench.compile_pair import compile_pair
+
+    def one_pass(mode: str | None) -> list[Any]:
+        chunk, budget = args.chunk_size, args.token_budget
+        return pvdata_pipeline(lm, samples, vector, layer, chunk, budget, True, PassTimings(), mode)
+
+    return compile_pair(one_pass, args.compile, args.repeats, sync)

@@ -2,11 +2,12 @@
 
 GPU time is lent in short sessions, so the runs that the speed targets need are fixed here rather than
 typed on the day: capture on the Qwen2.5-0.5B shape, screening (approximation) on the 0.5B and 7B
-shapes, the exact method's base answers, and the two decode loops on sampled answers of varied
-length. Each step runs as its own `python -m pvdata.bench ...` process (a crash or an out-of-memory
-error ends that step only, and the GPU's memory is freed between steps) with the time left as its
-timeout; steps that would start after `--budget-s` are skipped and listed as such. Output per step goes
-to `OUT/NAME.txt` (and the step's JSON and profiler traces under OUT), a one-line-per-step summary to
+shapes, the exact method's base answers, the two decode loops on sampled answers of varied length,
+and last, the capture and the 7B screening again with their blocks under torch.compile. Each step
+runs as its own `python -m pvdata.bench ...` process (a crash or an out-of-memory error ends that
+step only, and the GPU's memory is freed between steps) with the time left as its timeout; steps that
+would start after `--budget-s` are skipped and listed as such. Output per step goes to `OUT/NAME.txt`
+(and the step's JSON and profiler traces under OUT), a one-line-per-step summary to
 `OUT/summary.txt`. `--preset cpu-smoke` runs the same steps on the tiny shape on a CPU, to check the
 suite itself. Needs only torch and transformers.
 """
@@ -60,6 +61,16 @@ PRESETS: dict[str, tuple[Step, ...]] = {
             "--exact-samples 512 --exact-reference-samples 8 --chunk-size 1024 --max-new-tokens 64 "
             "--out {out}/screen-exact-0.5b.json",
         ),
+        Step(
+            "compile-extract-0.5b",
+            f"extract --model-shape qwen2.5-0.5b {_GPU} --samples 1024 --reference-samples 16 --repeats 3 "
+            "--compile",
+        ),
+        Step(
+            "compile-screen-7b",
+            f"screen --model-shape qwen2.5-7b {_GPU} --samples 2048 --reference-samples 8 "
+            "--exact-samples 0 --chunk-size 512 --repeats 2 --compile --out {out}/compile-screen-7b.json",
+        ),
     ),
     "cpu-smoke": (
         Step(
@@ -75,6 +86,10 @@ PRESETS: dict[str, tuple[Step, ...]] = {
             "decode-tiny",
             "generate --model-shape tiny --device cpu --prompts 8 --max-new-tokens 16 --temperature 1 "
             "--stop-fraction 0.05",
+        ),
+        Step(
+            "compile-tiny",
+            "extract --model-shape tiny --device cpu --samples 8 --reference-samples 2 --compile",
         ),
     ),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pvdata.cli.options import (
+    add_compile_option,
     add_executor_options,
     add_max_length_option,
     add_model_options,
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--activation-dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch")
     add_max_length_option(p, "rollouts")
+    add_compile_option(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="recompute every step as new runs")
     add_executor_options(p)
@@ -54,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pvdata.models.compiled import check_compile_mode
     from pvdata.pipelines.extract import ExtractConfig, run_extract, summary_lines
 
     cfg = ExtractConfig(
@@ -77,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         activation_dtype=args.activation_dtype,
         token_budget=args.token_budget,
         max_length=check_max_length(args.max_length),
+        compile=check_compile_mode(args.compile),
         **executor_kwargs(args),
     )
     cfg.resolved_filter()  # a bad judge/filter combination fails before any model loads

@@ -79,6 +79,24 @@ def add_max_length_option(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def add_compile_option(parser: argparse.ArgumentParser, what: str | None = None) -> None:
+    """--compile [MODE]: the captured/scored blocks under torch.compile (pvdata.models.compiled)."""
+    from pvdata.models.compiled import COMPILE_MODES
+
+    what = what or (
+        "run the captured blocks under torch.compile (regional, dynamic shapes; a one-off compile, "
+        "off by default: docs/PERFORMANCE.md, 'torch.compile')"
+    )
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="MODE",
+        help=f"{what}; MODE: {', '.join(COMPILE_MODES)} (bare --compile: default)",
+    )
+
+
 def check_max_length(value: int | None) -> int | None:
     from pvdata.errors import ConfigError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pvdata.cli.options import (
+    add_compile_option,
     add_executor_options,
     add_max_length_option,
     add_model_options,
@@ -118,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--token-budget", type=int, default=None, help="padded tokens per batch")
     add_max_length_option(p, "samples")
+    add_compile_option(p)
     p.add_argument("--force", action="store_true", help="recompute every step as new runs")
     add_executor_options(p)
     p.set_defaults(func=_run)
@@ -154,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
         token_budget=args.token_budget,
         max_length=args.max_length,
         chunk_size=args.chunk_size,
+        compile=args.compile,
         **executor_kwargs(args),
     )
     result = run_screen(cfg, warehouse_root(args.warehouse), out=args.out, force=args.force)

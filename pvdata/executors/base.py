@@ -311,6 +311,7 @@ class ScoreJob:
     methods: tuple[str, ...]
     token_budget: int | None = None
     max_length: int | None = None  # longer samples are skipped with a reason (default: the model's context)
+    compile: str | None = None  # a torch.compile mode for the scored blocks (pvdata.models.compiled)
 
 
 @dataclass
@@ -329,6 +330,7 @@ class CaptureJob:
     poolings: tuple[str, ...]
     token_budget: int | None = None
     max_length: int | None = None  # longer items are skipped with a reason (default: the model's context)
+    compile: str | None = None  # a torch.compile mode for the captured blocks (pvdata.models.compiled)
 
     @classmethod
     def of(
@@ -337,10 +339,11 @@ class CaptureJob:
         poolings: Sequence[str],
         token_budget: int | None = None,
         max_length: int | None = None,
+        compile: str | None = None,
     ) -> CaptureJob:
         """Normalised as capture_encoded returns them: sorted distinct layers, distinct poolings in order."""
         layers_t = tuple(sorted({int(x) for x in layers}))
-        return cls(layers_t, tuple(dict.fromkeys(poolings)), token_budget, max_length)
+        return cls(layers_t, tuple(dict.fromkeys(poolings)), token_budget, max_length, compile)
 
 
 @dataclass

@@ -5,6 +5,7 @@ tokenisation: `prepare_score` / `encode_items`), runs it on the device and yield
 in order. With `prefetch` the next chunk is prepared in a background thread while the device works on
 this one, and inside a chunk the next batches are padded ahead the same way
 (pvdata.activations.prefetch); without it everything runs inline. The results are the same either way.
+A job that names a torch.compile mode runs its blocks compiled for the pass (pvdata.models.compiled).
 
 The local executor runs one pass over all its chunks; a Ray worker runs one per call, over the chunk
 Ray Data handed it (see docs/SCALE.md for what that overlaps).
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from pvdata.activations.prefetch import PassTimings
 from pvdata.activations.prefetch import prefetch as prefetched
 from pvdata.executors.base import CapturedChunk, CaptureJob, ScoredChunk, ScoreJob
+from pvdata.models.compiled import blocks_up_to, compiled_blocks
 
 T = TypeVar("T")
 
@@ -40,7 +42,8 @@ def score_pass(
 
     tok, methods = lm.tokenizer, job.methods
     ahead = ((part, scoring.prepare_score(tok, part, methods)) for part in parts)
-    with prefetched(ahead, enabled=prefetch, timings=timings) as ready:
+    compiled = compiled_blocks(lm, blocks_up_to(job.layers), job.compile)
+    with compiled, prefetched(ahead, enabled=prefetch, timings=timings) as ready:
         for part, prepared in ready:
             batch = scoring.score_batch(
                 lm,
@@ -71,7 +74,8 @@ def capture_pass(
 
     tok = lm.tokenizer
     ahead = ((part, encode_items(tok, part)) for part in parts)
-    with prefetched(ahead, enabled=prefetch, timings=timings) as ready:
+    compiled = compiled_blocks(lm, blocks_up_to(job.layers), job.compile)
+    with compiled, prefetched(ahead, enabled=prefetch, timings=timings) as ready:
         for part, encoded in ready:
             result = capture_encoded(
                 lm,

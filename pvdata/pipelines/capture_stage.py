@@ -31,6 +31,7 @@ def capture_into(
     executor: Any = None,
     model_id: str | None = None,
     max_length: int | None = None,
+    compile: str | None = None,
 ) -> dict[str, Any]:
     """Capture what this run has not committed yet; returns stats (captured, skipped, errors).
 
@@ -46,7 +47,7 @@ def capture_into(
     writer = run.writer("activations", vector_dtype=vector_dtype)
     errors: dict[str, str] = {}
     n_done = len(items) - len(todo)
-    job = CaptureJob.of(layers, poolings, token_budget, max_length)
+    job = CaptureJob.of(layers, poolings, token_budget, max_length, compile)
     for part in executor.capture(job, todo, chunk=chunk):
         errors.update(part.errors)
         if part.source_ids:

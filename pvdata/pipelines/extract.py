@@ -46,6 +46,7 @@ class ExtractConfig:
     activation_dtype: str = "float32"
     token_budget: int | None = None
     max_length: int | None = None  # longer rollouts are not captured (default: the model's context)
+    compile: str | None = None  # torch.compile mode of the captured blocks (same values, not in a config)
     judge_concurrency: int = 64
     export_dir: str | None = None  # default: <warehouse>/exports
     # where generation and capture run (docs/SCALE.md); not part of any run's config (EXECUTION_FIELDS)
@@ -282,6 +283,7 @@ def run_extract(
                         vector_dtype=cfg.activation_dtype,
                         token_budget=cfg.token_budget,
                         max_length=cfg.max_length,
+                        compile=cfg.compile,
                         progress=_progress(log, "activations"),
                     )
                 )
@@ -329,7 +331,7 @@ def run_extract(
     summary_stats = {"kept": kept, "total": total, "vector_ids": {v.pooling: v.vector_id for v in vectors}}
     with wh.run(
         "extract",
-        {"config": {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS}, "stages": stage_runs},
+        {"config": _run_config(cfg), "stages": stage_runs},
         parent_run_ids=list(stage_runs.values()),
         model_id=cfg.model,
         force=force,
@@ -368,6 +370,11 @@ def _executor(cfg: ExtractConfig, lm: Any, log: Log) -> tuple[Any, Any, Any]:
     log(f"running the model on {ec.describe()}")
     executor = make_executor(ec, spec, facts=facts, log=log)
     return executor, executor.generation_backend(GenerateJob("hf", cfg.token_budget)), facts
+
+
+def _run_config(cfg: ExtractConfig) -> dict[str, Any]:
+    """What the extraction computes: without where it ran (EXECUTION_FIELDS) or whether it compiled."""
+    return {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS and k != "compile"}
 
 
 def _slug(model: str) -> str:

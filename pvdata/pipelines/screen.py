@@ -457,7 +457,8 @@ def _projection_stage(
         methods = ("raw", "exact") if base_run else ("raw",)
         errors: dict[str, str] = {}
         report = _progress(log, "projections")
-        job = ScoreJob(tuple(plan.vectors.values()), plan.layers, methods, cfg.token_budget, cfg.max_length)
+        vectors = tuple(plan.vectors.values())
+        job = ScoreJob(vectors, plan.layers, methods, cfg.token_budget, cfg.max_length, cfg.compile)
         finished = 0
         # chunks in order (local) or as Ray workers finish them; a base answer shared by two chunks in
         # flight is projected by both and written once (the first to arrive)

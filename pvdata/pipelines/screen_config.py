@@ -46,6 +46,7 @@ class ScreenConfig:
     token_budget: int | None = None
     max_length: int | None = None  # longer samples are not scored (default: the model's context)
     chunk_size: int = 64
+    compile: str | None = None  # torch.compile mode of the scored blocks; never part of a run's config
     executor: str = "local"  # local | ray (docs/SCALE.md); never part of a run's config
     ray_address: str | None = None
     num_workers: int = 1
@@ -69,12 +70,14 @@ class ScreenConfig:
     def check(self) -> None:
         """Flag-level checks that need no file, warehouse or model."""
         from pvdata.generation.backends import backend_kind
+        from pvdata.models.compiled import check_compile_mode
         from pvdata.screening.scoring import check_methods
 
         check_methods(self.methods)
         self.threshold_spec()
         self.executor_config().check(self.device)
         backend_kind(self.backend)
+        check_compile_mode(self.compile)
         if self.chunk_size < 1:
             raise ConfigError(f"--chunk-size {self.chunk_size} must be >= 1")
         if self.max_length is not None and self.max_length < 1:
