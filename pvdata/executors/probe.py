@@ -55,7 +55,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
         worker_model,
     )
     from pvdata.generation.base import SamplingParams
-    from pvdata.pipelines.screen import DEFAULT_DEPTH, _prompts, _score_inputs
+    from pvdata.pipelines.screen import DEFAULT_DEPTH, base_prompts, score_inputs
     from pvdata.samples import check_invalid, read_dataset
     from pvdata.vectors import PersonaVector
 
@@ -98,13 +98,13 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     start = time.monotonic()
     try:
         if args.step == "score":
-            samples = _score_inputs(data, {})
+            samples = score_inputs(data, {})
             job = ScoreJob((vector,), [layer], ("prompt_last_approx", "raw"), args.token_budget)
             for part in executor.score(job, samples, chunk=args.chunk_size):
                 arrivals.append((time.monotonic(), len(part.samples)))
             n = len(samples)
         else:
-            items = _prompts(data)
+            items = base_prompts(data)
             params = SamplingParams(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens)
             backend = executor.generation_backend(GenerateJob("hf", args.token_budget, args.dtype))
             requests = [i.request for i in items]

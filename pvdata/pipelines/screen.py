@@ -301,7 +301,7 @@ def _sampling(cfg: ScreenConfig) -> Any:
     )
 
 
-def _prompts(data: Any) -> list[Any]:
+def base_prompts(data: Any) -> list[Any]:
     """One item per distinct prompt (first-seen order): samples sharing a prompt share one base answer."""
     from pvdata.generation.base import GenerationRequest
     from pvdata.pipelines.generate_stage import GenItem
@@ -336,7 +336,7 @@ def _base_stage(
 
     cfg = plan.cfg
     params = _sampling(cfg)
-    items = _prompts(data)
+    items = base_prompts(data)
     config = {
         "stage": "screen.base_answers",
         "dataset_id": data.dataset_id,
@@ -399,7 +399,10 @@ def _run_rows(wh: Any, table: str, run_id: str, columns: list[str]) -> dict[str,
     return {c: t.column(c).to_pylist() for c in columns}
 
 
-def _score_inputs(data: Any, base: dict[str, list[tuple[str, str]]]) -> list[Any]:
+def score_inputs(data: Any, base: dict[str, list[tuple[str, str]]]) -> list[Any]:
+    """A ScoreInput per sample, with the base answers of its prompt (prompt_id -> [(generation id,
+    text)]; the first is the one scored, the rest are extra samples): what the projection step scores
+    (also the throughput probe's input)."""
     from pvdata.screening.scoring import ScoreInput
 
     inputs = []
@@ -437,7 +440,7 @@ def _projection_stage(
         **({"max_length": cfg.max_length} if cfg.max_length is not None else {}),  # older ids kept
     }
     parents = [samples_run] + ([base_run] if base_run else []) + [r for r in plan.vector_runs.values() if r]
-    inputs = _score_inputs(data, _base_answers(wh, base_run)[0])
+    inputs = score_inputs(data, _base_answers(wh, base_run)[0])
     with wh.run("activations", config, parent_run_ids=parents, model_id=cfg.model, force=force) as run:
         note_resume(run, log)
         if run.skipped:
@@ -510,7 +513,7 @@ def _scores(
 
     base, cut = _base_answers(wh, stage_runs.get(f"{label}_base"))
     values = _projection_values(wh, stage_runs[f"{label}_projections"])
-    inputs = _score_inputs(data, base)
+    inputs = score_inputs(data, base)
     rows = scores_from_projections(
         values, inputs, list(plan.vectors.values()), plan.layers, plan.methods, errors
     )
