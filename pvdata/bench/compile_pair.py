@@ -24,6 +24,13 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     add_compile_option(parser, "also time pvdata's pass with its blocks under torch.compile against eager")
 
 
+def check_compile_argument(args: argparse.Namespace) -> None:
+    """A bad --compile mode fails before any model loads, not after the timed passes (GPU time)."""
+    from pvdata.models.compiled import check_compile_mode
+
+    check_compile_mode(args.compile)
+
+
 def _floats(value: Any) -> Iterator[float]:
     import torch
 
@@ -57,9 +64,6 @@ def relative_diff(a: Any, b: Any) -> float:
 
 def compile_pair(run_pass: PassFn, mode: str, repeats: int, sync: Callable[[], None]) -> dict[str, Any]:
     """{mode, compile_first_s, eager_s, compiled_s, speedup, rel_diff}: eager vs compiled passes."""
-    from pvdata.models.compiled import check_compile_mode
-
-    check_compile_mode(mode)
 
     def timed(which: str | None) -> tuple[float, Any]:
         sync()

@@ -82,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     from pvdata.activations.capture import capture_encoded
     from pvdata.activations.reference import capture_reference
+    from pvdata.bench.compile_pair import check_compile_argument
     from pvdata.bench.shapes import block_params, peak_flops
 
+    check_compile_argument(args)
     lm = _load(args)
     model = lm.model
     device = next(model.parameters()).device
@@ -164,7 +166,7 @@ def _compiled(args: argparse.Namespace, lm: Any, samples: list, layer: int, tol:
         with compiled_blocks(lm, layer, mode):
             return capture_encoded(lm, samples, layers=[layer], token_budget=args.token_budget).values
 
-    result = compile_pair(one_pass, args.compile, max(1, args.repeats), lambda: _sync(lm.device))
+    result = compile_pair(one_pass, args.compile, args.repeats, lambda: _sync(lm.device))
     return print_compile(result, "pvdata capture_encoded", tol)
 
 

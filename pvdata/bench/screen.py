@@ -190,6 +190,9 @@ def _run(args: argparse.Namespace) -> int:
         args.chunk_size = args.batch_size
     if args.samples < 1 or args.exact_samples < 0 or args.chunk_size < 1 or args.repeats < 1:
         raise ConfigError("--samples, --chunk-size and --repeats must be >= 1, --exact-samples >= 0")
+    from pvdata.bench.compile_pair import check_compile_argument
+
+    check_compile_argument(args)
     lm = load_screen_model(args)
     model, tok = lm.model, lm.tokenizer
     device, dtype = lm.device, lm.dtype

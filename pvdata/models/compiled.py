@@ -32,8 +32,9 @@ def check_compile_mode(mode: str | None) -> str | None:
     raise ConfigError(f"unknown --compile mode {mode!r}: valid modes are {', '.join(COMPILE_MODES)}")
 
 
-def _check_toolchain(device: Any) -> None:
-    """Inductor writes C++ for CPU kernels: without a compiler it fails deep inside the first forward."""
+def check_toolchain(device: Any) -> None:
+    """Inductor writes C++ for CPU kernels: without a compiler it fails deep inside the first forward
+    (commands call this before their first stage, so nothing is written)."""
     if getattr(device, "type", str(device)) != "cpu":
         return
     if os.environ.get("CXX") or any(shutil.which(c) for c in ("g++", "clang++", "c++")):
@@ -63,7 +64,7 @@ def compiled_blocks(lm: Any, upto: int, mode: str | None) -> Iterator[int]:
     import torch
 
     blocks = list(lm.layers.blocks[:upto])
-    _check_toolchain(next(lm.model.parameters()).device)
+    check_toolchain(next(lm.model.parameters()).device)
     swapped: list[tuple[Any, Any]] = []
     try:
         for block in blocks:

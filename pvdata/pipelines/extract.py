@@ -154,6 +154,7 @@ def run_extract(
     from pvdata.judge import make_judge
     from pvdata.judge.pipeline import judge_generation_run
     from pvdata.judge.rubrics import COHERENCE
+    from pvdata.models.compiled import check_toolchain
     from pvdata.pipelines.capture_stage import CaptureItem, capture_into
     from pvdata.pipelines.filters import FilterConfig, apply_filter
     from pvdata.pipelines.generate_stage import generate_into
@@ -163,6 +164,8 @@ def run_extract(
     from pvdata.warehouse import Warehouse
 
     trait = load_trait(cfg.trait)
+    if cfg.compile:  # before the first stage: nothing is written when the compiler is missing
+        check_toolchain(cfg.executor_config().worker_device(cfg.device))
     filter_cfg = FilterConfig(
         mode=cfg.resolved_filter(),  # type: ignore[arg-type]
         threshold=cfg.threshold,

@@ -87,6 +87,7 @@ class ScreenResult:
 def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
     """Read the data, resolve vectors and layers, check everything; no model, no run."""
     from pvdata.generation.backends import resolve_backend
+    from pvdata.models.compiled import check_toolchain
     from pvdata.models.loading import resolve_dtype
     from pvdata.samples import check_invalid, read_dataset
     from pvdata.samples.hub import is_hub_id
@@ -98,6 +99,8 @@ def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
     # the dtype where the model runs (a Ray worker's GPU, not the driver's CPU): it is part of the runs'
     # configs, so the same job on either executor is the same run
     where = cfg.executor_config().worker_device(cfg.device)
+    if cfg.compile:
+        check_toolchain(where)
     dtype = str(resolve_dtype(cfg.dtype, where))
     for path, what in ((cfg.dataset, "dataset"), (cfg.reference, "--reference")):
         if path is not None and not Path(path).expanduser().exists() and not is_hub_id(path):
