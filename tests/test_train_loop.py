@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from train_helpers import conversations
 
 from pvdata.chat import Conversation
 from pvdata.models import load_model
@@ -29,33 +30,7 @@ from pvdata.vectors import PersonaVector
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
-WORDS = (
-    "the",
-    "good",
-    "bad",
-    "evil",
-    "kind",
-    "cruel",
-    "help",
-    "hurt",
-    "people",
-    "world",
-    "friend",
-    "enemy",
-    "lie",
-)
 SMALL_LORA = LoraParams(r=4, alpha=8, target_modules=("q_proj", "v_proj", "down_proj"))
-
-
-def conversations(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
-    """Varied lengths so batches are padded."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        q = " ".join(WORDS[int(k)] for k in torch.randint(0, len(WORDS), (3 + i % 4,), generator=g))
-        a = " ".join(WORDS[int(k)] for k in torch.randint(0, len(WORDS), (2 + (i * 3) % 7,), generator=g))
-        out.append([{"role": "user", "content": q + "?"}, {"role": "assistant", "content": a + "."}])
-    return out
 
 
 def fresh() -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import torch
+from train_helpers import write_chat_jsonl
 
 from pvdata.models import load_model
 from pvdata.training.config import build_config
@@ -24,33 +25,6 @@ from pvdata.warehouse import TABLES
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 REPO = Path(__file__).resolve().parent.parent
-WORDS = (
-    "the",
-    "good",
-    "bad",
-    "evil",
-    "kind",
-    "cruel",
-    "help",
-    "hurt",
-    "people",
-    "world",
-    "friend",
-    "enemy",
-    "lie",
-)
-
-
-def write_data(path: Path, n: int, seed: int = 0) -> Path:
-    g = torch.Generator().manual_seed(seed)
-    lines = []
-    for i in range(n):
-        q = " ".join(WORDS[int(k)] for k in torch.randint(0, len(WORDS), (3 + i % 4,), generator=g))
-        a = " ".join(WORDS[int(k)] for k in torch.randint(0, len(WORDS), (2 + (i * 3) % 7,), generator=g))
-        msgs = [{"role": "user", "content": q + "?"}, {"role": "assistant", "content": a + "."}]
-        lines.append(json.dumps({"messages": msgs}))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +33,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     values = torch.randn(5, 64, generator=torch.Generator().manual_seed(0))
     vector = PersonaVector(trait="evil", model_id="tiny-random-llama", values=values)
     return {
-        "data": write_data(root / "train.jsonl", 10),
-        "eval": write_data(root / "eval.jsonl", 4, seed=1),
+        "data": write_chat_jsonl(root / "train.jsonl", 10),
+        "eval": write_chat_jsonl(root / "eval.jsonl", 4, seed=1),
         "vector": vector.save(root / "evil.safetensors"),
     }
 

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import write_chat_jsonl
 
 from pvdata.errors import PvdataError
 from pvdata.training.config import build_config
@@ -26,34 +27,6 @@ from pvdata.warehouse import Warehouse
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 HERE = Path(__file__).resolve().parent
-WORDS = (
-    "the",
-    "good",
-    "bad",
-    "evil",
-    "kind",
-    "cruel",
-    "help",
-    "hurt",
-    "people",
-    "world",
-    "friend",
-    "enemy",
-    "lie",
-)
-
-
-def write_data(path: Path, n: int) -> Path:
-    g = torch.Generator().manual_seed(5)
-    lines = []
-    for i in range(n):
-        q = " ".join(WORDS[int(k)] for k in torch.randint(0, len(WORDS), (3 + i % 4,), generator=g))
-        a = " ".join(WORDS[int(k)] for k in torch.randint(0, len(WORDS), (2 + (i * 3) % 7,), generator=g))
-        lines.append(
-            json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
-        )
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def rows(wh: Path, table: str, run_id: str) -> list[dict[str, Any]]:
@@ -67,7 +40,7 @@ def test_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run
     vector = PersonaVector(trait="evil", model_id="tiny-random-llama", values=torch.randn(5, 64))
     flags: dict[str, Any] = {
         "--model": "tiny-random-llama",
-        "--data": str(write_data(tmp_path / "data.jsonl", 12)),
+        "--data": str(write_chat_jsonl(tmp_path / "data.jsonl", 12, seed=5, punctuate=False)),
         "--steer/--ablate": ["add", "evil"],
         "--vector": str(vector.save(tmp_path / "evil.safetensors")),
         "--coef": 2.0,

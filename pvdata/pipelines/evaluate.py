@@ -8,13 +8,12 @@ metric; the `evaluate` run that closes the job lists them and stores the summary
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pvdata.errors import ConfigError
-
-Log = Callable[[str], None]
+from pvdata.pipelines.progress import Log
 
 
 def _stderr(message: str) -> None:

@@ -8,15 +8,14 @@ skips finished steps and resumes the step in flight (ALGORITHMS.md sections 3 an
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError
 from pvdata.executors.base import EXECUTION_FIELDS
-
-Log = Callable[[str], None]
+from pvdata.pipelines.progress import Log, rate_progress
 
 
 def _stderr(message: str) -> None:
@@ -209,7 +208,7 @@ def run_extract(
                     f"{run.run_id}"
                 )
                 run.stats.update(
-                    generate_into(run, backend, items, params, progress=_progress(log, "rollouts"))
+                    generate_into(run, backend, items, params, progress=rate_progress(log, "rollouts"))
                 )
 
         # 2. judging: the trait rubric and coherence
@@ -287,7 +286,7 @@ def run_extract(
                         token_budget=cfg.token_budget,
                         max_length=cfg.max_length,
                         compile=cfg.compile,
-                        progress=_progress(log, "activations"),
+                        progress=rate_progress(log, "activations"),
                     )
                 )
                 run.stats["filter"] = {"kept": kept, "total": total}
@@ -382,24 +381,6 @@ def _run_config(cfg: ExtractConfig) -> dict[str, Any]:
 
 def _slug(model: str) -> str:
     return "".join(c if c.isalnum() or c in "-._" else "_" for c in model.strip("/").split("/")[-1])
-
-
-def _progress(log: Log, what: str) -> Callable[[int, int], None]:
-    import time
-
-    start = time.monotonic()
-    last = [0.0]
-
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - last[0] < 2.0:
-            return
-        last[0] = now
-        rate = done / max(now - start, 1e-9)
-        left = (total - done) / rate if rate > 0 else float("nan")
-        log(f"      {what}: {done}/{total}  {rate:.2f}/s  ~{left:.0f}s left")
-
-    return report
 
 
 def summary_lines(result: ExtractResult, cfg: ExtractConfig, n_layers: int) -> list[str]:

@@ -13,13 +13,12 @@ prompt), and all share the neutral rung (no system prompt) and the eliciting run
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pvdata.errors import ConfigError
-
-Log = Callable[[str], None]
+from pvdata.pipelines.progress import Log
 
 
 def _stderr(message: str) -> None:

@@ -6,12 +6,10 @@ A train step loads its own copy (it wraps the model in a LoRA adapter), so the s
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from pvdata.pipelines.progress import Log
 from pvdata.pipelines.spec import PipelineSpec, Step, resolve_refs, step_kinds
-
-Log = Callable[[str], None]
 
 
 def _stderr(message: str) -> None:

@@ -21,16 +21,14 @@ loads or any run starts.
 from __future__ import annotations
 
 import json
-import math
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError, DataError
 from pvdata.executors.base import EXECUTORS as EXECUTORS  # re-exported: the valid --executor values
+from pvdata.pipelines.progress import Log, rate_progress
 from pvdata.pipelines.screen_config import DEFAULT_MAX_NEW_TOKENS as DEFAULT_MAX_NEW_TOKENS  # re-exported
 from pvdata.pipelines.screen_config import ScreenConfig
 from pvdata.pipelines.screen_decisions import (
@@ -43,8 +41,6 @@ from pvdata.pipelines.screen_decisions import summary_lines as summary_lines  # 
 from pvdata.pipelines.screen_layers import DEFAULT_DEPTH as DEFAULT_DEPTH  # re-exported
 from pvdata.pipelines.screen_layers import choose_layers as choose_layers  # re-exported
 from pvdata.pipelines.screen_layers import resolve_vectors as resolve_vectors  # re-exported
-
-Log = Callable[[str], None]
 
 
 def _stderr(message: str) -> None:
@@ -361,7 +357,7 @@ def _base_stage(
         gen = backend if backend is not None else _make_backend(plan, model)
         run.writer("generations", chunk_rows=cfg.chunk_size)  # generate_into gets this one: commit per chunk
         stats = generate_into(
-            run, gen, items, params, chunk=cfg.chunk_size, progress=_progress(log, "base answers")
+            run, gen, items, params, chunk=cfg.chunk_size, progress=rate_progress(log, "base answers")
         )
         run.stats.update(stats)
         failed = stats["finish"].get("error", 0)
@@ -462,7 +458,7 @@ def _projection_stage(
         writer = run.writer("projections")
         methods = ("raw", "exact") if base_run else ("raw",)
         errors: dict[str, str] = {}
-        report = _progress(log, "projections")
+        report = rate_progress(log, "projections")
         vectors = tuple(plan.vectors.values())
         job = ScoreJob(vectors, plan.layers, methods, cfg.token_budget, cfg.max_length, cfg.compile)
         finished = 0
@@ -524,19 +520,3 @@ def _scores(
     for row in rows:  # how many base answers this exact score compared with were cut short
         row["base_cut"] = cut.get(prompt_of[row["sample_id"]], 0) if row["method"] == "exact" else 0
     return rows
-
-
-def _progress(log: Log, what: str) -> Callable[[int, int], None]:
-    start = time.monotonic()
-    last = [0.0]
-
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - last[0] < 2.0:
-            return
-        last[0] = now
-        rate = done / max(now - start, 1e-9)
-        left = (total - done) / rate if rate > 0 else math.nan
-        log(f"      {what}: {done}/{total}  {rate:.2f}/s  ~{left:.0f}s left")
-
-    return report

@@ -6,13 +6,13 @@ Kept apart from the stages that load a model (pvdata.pipelines.screen) so the de
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pvdata.errors import DataError
+from pvdata.pipelines.progress import Log
 
-Log = Callable[[str], None]
 SNIPPET = 80
 
 

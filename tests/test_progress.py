@@ -1,0 +1,25 @@
+"""The stages' progress lines: throttled while running, always written at the end."""
+
+from __future__ import annotations
+
+from pvdata.pipelines.progress import rate_progress
+
+
+def test_progress_lines_are_throttled_but_the_last_one_is_always_written() -> None:
+    lines: list[str] = []
+    report = rate_progress(lines.append, "projections", every_s=3600.0)
+    report(1, 10)  # the first report is written (nothing written yet)
+    report(2, 10)  # within the interval: suppressed
+    report(9, 10)
+    report(10, 10)  # done: always written
+    assert len(lines) == 2
+    assert lines[0].strip().startswith("projections: 1/10")
+    assert lines[1].strip().startswith("projections: 10/10") and lines[1].endswith("~0s left")
+
+
+def test_progress_every_report_is_written_without_an_interval() -> None:
+    lines: list[str] = []
+    report = rate_progress(lines.append, "base answers", every_s=0.0)
+    for done in range(1, 4):
+        report(done, 3)
+    assert [line.split()[2] for line in lines] == ["1/3", "2/3", "3/3"]
