@@ -23,3 +23,18 @@ def test_progress_every_report_is_written_without_an_interval() -> None:
     for done in range(1, 4):
         report(done, 3)
     assert [line.split()[2] for line in lines] == ["1/3", "2/3", "3/3"]
+
+
+def test_the_default_log_writes_to_stderr_and_keeps_stdout_for_results(capsys) -> None:
+    import inspect
+
+    from pvdata.pipelines import evaluate, extract, monitor, runner, screen
+    from pvdata.pipelines.progress import stderr_log
+    from pvdata.training import pipeline as train_pipeline
+
+    stderr_log("      projections: 1/2")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "      projections: 1/2\n"
+    stages = [extract.run_extract, evaluate.run_evaluate, monitor.run_monitor, screen.run_screen]
+    for stage in [*stages, runner.run_pipeline, train_pipeline.run_train]:
+        assert inspect.signature(stage).parameters["log"].default is stderr_log, stage.__name__

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,8 +51,8 @@ from pvdata.executors.ray_workers import FAILURE, CaptureWorker, GenerateWorker,
 # re-exported from where they were (tests kill workers at KILL_POINT and round-trip the score inputs)
 from pvdata.executors.ray_workers import KILL_POINT as KILL_POINT
 from pvdata.executors.ray_workers import decode_score_inputs as decode_score_inputs
+from pvdata.pipelines.progress import Log
 
-Log = Callable[[str], None]
 WAIT_FOR_WORKERS_S = 600  # a remote cluster that cannot place the workers fails after this, not never
 CONNECT_TIMEOUT_S = 60.0  # ray.init to an address that accepts TCP but is no Ray cluster hangs for good
 

@@ -7,17 +7,12 @@ metric; the `evaluate` run that closes the job lists them and stores the summary
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pvdata.errors import ConfigError
-from pvdata.pipelines.progress import Log
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from pvdata.pipelines.progress import Log, stderr_log
 
 
 @dataclass
@@ -67,7 +62,7 @@ def run_evaluate(
     warehouse: str,
     *,
     force: bool = False,
-    log: Log = _stderr,
+    log: Log = stderr_log,
     lm: Any = None,
     judge: Any = None,
 ) -> EvaluateResult:

@@ -7,7 +7,6 @@ skips finished steps and resumes the step in flight (ALGORITHMS.md sections 3 an
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,11 +14,7 @@ from typing import Any
 
 from pvdata.errors import ConfigError
 from pvdata.executors.base import EXECUTION_FIELDS
-from pvdata.pipelines.progress import Log, rate_progress
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from pvdata.pipelines.progress import Log, rate_progress, stderr_log
 
 
 @dataclass
@@ -144,7 +139,7 @@ def run_extract(
     warehouse: str,
     *,
     force: bool = False,
-    log: Log = _stderr,
+    log: Log = stderr_log,
     lm: Any = None,
     judge: Any = None,
 ) -> ExtractResult:

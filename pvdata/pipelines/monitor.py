@@ -12,17 +12,12 @@ prompt), and all share the neutral rung (no system prompt) and the eliciting run
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pvdata.errors import ConfigError
-from pvdata.pipelines.progress import Log
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from pvdata.pipelines.progress import Log, stderr_log
 
 
 @dataclass(frozen=True)
@@ -125,7 +120,7 @@ def run_monitor(
     warehouse: str,
     *,
     force: bool = False,
-    log: Log = _stderr,
+    log: Log = stderr_log,
     lm: Any = None,
     judge: Any = None,
 ) -> MonitorResult:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 
 Log = Callable[[str], None]
+
+
+def stderr_log(message: str) -> None:
+    """The default log: stderr, flushed, so progress shows live and stdout stays for results."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def rate_progress(log: Log, what: str, every_s: float = 2.0) -> Callable[[int, int], None]:

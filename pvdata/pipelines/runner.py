@@ -5,15 +5,10 @@ A train step loads its own copy (it wraps the model in a LoRA adapter), so the s
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from pvdata.pipelines.progress import Log
+from pvdata.pipelines.progress import Log, stderr_log
 from pvdata.pipelines.spec import PipelineSpec, Step, resolve_refs, step_kinds
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class ModelCache:
@@ -76,7 +71,7 @@ def _run_step(
 
 
 def run_pipeline(
-    spec: PipelineSpec, warehouse: str, *, force: bool = False, log: Log = _stderr, out: Log = print
+    spec: PipelineSpec, warehouse: str, *, force: bool = False, log: Log = stderr_log, out: Log = print
 ) -> list[str]:
     """Run every step; returns what each vector- or adapter-making step produced, in order."""
     models = ModelCache(log)

@@ -21,14 +21,13 @@ loads or any run starts.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError, DataError
 from pvdata.executors.base import EXECUTORS as EXECUTORS  # re-exported: the valid --executor values
-from pvdata.pipelines.progress import Log, rate_progress
+from pvdata.pipelines.progress import Log, rate_progress, stderr_log
 from pvdata.pipelines.screen_config import DEFAULT_MAX_NEW_TOKENS as DEFAULT_MAX_NEW_TOKENS  # re-exported
 from pvdata.pipelines.screen_config import ScreenConfig
 from pvdata.pipelines.screen_decisions import (
@@ -41,10 +40,6 @@ from pvdata.pipelines.screen_decisions import summary_lines as summary_lines  # 
 from pvdata.pipelines.screen_layers import DEFAULT_DEPTH as DEFAULT_DEPTH  # re-exported
 from pvdata.pipelines.screen_layers import choose_layers as choose_layers  # re-exported
 from pvdata.pipelines.screen_layers import resolve_vectors as resolve_vectors  # re-exported
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -189,7 +184,7 @@ def run_screen(
     *,
     out: str | None = None,
     force: bool = False,
-    log: Log = _stderr,
+    log: Log = stderr_log,
     lm: Any = None,
     backend: Any = None,
 ) -> ScreenResult:

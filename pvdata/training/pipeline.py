@@ -10,7 +10,6 @@ the base model (the adapter switched off) lands in `finetune_shifts`.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,13 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError
+from pvdata.pipelines.progress import Log, stderr_log
 from pvdata.training.config import TrainConfig
-
-Log = Callable[[str], None]
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -210,7 +204,7 @@ def run_train(
     warehouse: str,
     *,
     force: bool = False,
-    log: Log = _stderr,
+    log: Log = stderr_log,
     lm: Any = None,
     progress: bool = True,
     after_step: Callable[[int], None] | None = None,
