@@ -186,7 +186,7 @@ def _overlap(
         )
         return res.values
 
-    overlap, _ = paired_passes(one_pass, max(1, args.repeats), lambda: _sync(device))
+    overlap, _ = paired_passes(one_pass, args.repeats, lambda: _sync(device))
     add_mfu(overlap, flops, peak)
     print_overlap(overlap, "pvdata capture_encoded")
     for key in ("host_prep_s", "device_s", "device_idle_share"):

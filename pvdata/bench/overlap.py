@@ -54,7 +54,7 @@ def paired_passes(run_pass: PassFn, repeats: int, sync: Callable[[], None]) -> t
 
     best: dict[bool, dict[str, float]] = {}
     outputs: dict[bool, Any] = {}
-    for rep in range(repeats):
+    for rep in range(max(1, repeats)):  # at least one pair, as compile_pair
         for on in (True, False) if rep % 2 == 0 else (False, True):
             timings = PassTimings()
             sync()
