@@ -30,3 +30,13 @@ def smollm2():
     from pvdata.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def dash(tmp_path_factory: pytest.TempPathFactory, tiny_llama):
+    """The dashboard tests' warehouse (tests/dashboard_fixture.py), built once per session."""
+    from dashboard_fixture import build_once
+
+    base = tmp_path_factory.getbasetemp() / "dashboard"
+    base.mkdir(exist_ok=True)
+    return build_once(base, tiny_llama)

@@ -17,7 +17,7 @@ the CLI calls them:
   contaminated; drop the top half by exact, and the same count at random): the Experiments page;
 - a failed import run for the Runs page.
 
-`build_once` builds it once per pytest session (both dashboard test modules share it).
+`build_once` builds it once per pytest session (the three dashboard test modules share it).
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def _failed(built: Built) -> None:
 
 
 def build_once(base: Path, lm: Any) -> Built:
-    """Build under `base/wh` once per pytest session (both dashboard test modules share it)."""
+    """Build under `base/wh` once per pytest session (the three dashboard test modules share it)."""
     import pickle
 
     marker = base / "built.pkl"

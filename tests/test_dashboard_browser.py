@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from dashboard_fixture import SCREEN_LINES, TOP_K, Built, build_once
+from dashboard_fixture import SCREEN_LINES, TOP_K, Built
 
 from pvdata.dashboard.common import PAGES
 
@@ -38,13 +38,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium: apt-get install -y chromium (make test does it)"
 )
-
-
-@pytest.fixture(scope="module")
-def dash(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Any) -> Built:
-    base = tmp_path_factory.getbasetemp() / "dashboard"
-    base.mkdir(exist_ok=True)
-    return build_once(base, tiny_llama)
 
 
 def free_port() -> int:
