@@ -137,7 +137,7 @@ def write_jsonl(path: Path, records: list[Any]) -> Path:
 @pytest.mark.parametrize(
     ("record", "match"),
     [
-        ("{not json", r"data.jsonl:2: not valid JSON"),
+        ("{not json", r"data.jsonl:2: invalid JSON"),
         ({"msgs": []}, r'data.jsonl:2: expected an object with a "messages" list'),
         ({"messages": [{"role": "user"}]}, r"data.jsonl:2: field messages\[0\] must be an object"),
         ({"messages": [{"role": "bot", "content": "x"}]}, r"data.jsonl:2: field messages\[0\].role 'bot'"),

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DATASET",
         help="JSONL or a .json array of records (OpenAI 'messages', ShareGPT 'conversations', Alpaca "
         "'instruction'/'input'/'output' or 'prompt'/'answer'), CSV or Parquet with such columns, a folder "
-        "written by datasets' save_to_disk, or a Hugging Face hub id owner/name (docs/SCREENING.md)",
+        "written by datasets' save_to_disk, or a Hugging Face hub id owner/name; JSONL, JSON and CSV may be "
+        ".gz, .bz2 or .xz compressed (docs/SCREENING.md)",
     )
     p.add_argument("--trait", default=None, help="trait(s), comma separated (default: the --vector files')")
     add_model_options(p)

@@ -20,6 +20,7 @@ from typing import Any
 
 from pvdata.errors import DataError
 from pvdata.generation.base import ROLES, GenerationRequest
+from pvdata.jsonlines import json_lines
 
 
 @dataclass(frozen=True)
@@ -119,14 +120,7 @@ def read_prompts(path: str | os.PathLike[str], *, system: str | None = None) -> 
         raise DataError(f"cannot read prompts file {p}: {exc}") from None
     items: list[PromptItem] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{p}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    for where, number, obj in json_lines(text.splitlines(), p):
         msgs, qid = parse_prompt(obj, where, system=system)
         question_id = qid if qid is not None else _content_id(msgs)
         if question_id in seen:

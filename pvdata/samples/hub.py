@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError, DataError, MissingExtraError
+from pvdata.samples.compression import CODECS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq", ".arrow")
@@ -21,10 +22,13 @@ DEFAULT_SPLIT = "train"
 
 
 def is_hub_id(spec: str) -> bool:
-    """True for `owner/name` that is not a local file or folder (and does not look like a file name)."""
+    """True for `owner/name` that is not a local file or folder (and does not look like a file
+    name, compressed or not)."""
     if Path(spec).expanduser().exists():
         return False
-    return HUB_ID.match(spec) is not None and not spec.lower().endswith(DATA_SUFFIXES)
+    name = spec.lower()
+    compressed = tuple(s + c for s in DATA_SUFFIXES for c in CODECS)
+    return HUB_ID.match(spec) is not None and not name.endswith(DATA_SUFFIXES + compressed)
 
 
 def hub_rows(repo_id: str, split: str | None) -> tuple[list[str], Iterator[dict[str, Any]], str]:

@@ -1,4 +1,5 @@
-"""Readers: JSONL (the research format), JSON arrays, CSV, Parquet, HF datasets (folders or hub ids).
+"""Readers: JSONL (the research format), JSON arrays, CSV, Parquet, HF datasets (folders or hub ids);
+JSONL, JSON and CSV may also be gzip, bzip2 or xz compressed (`pvdata.samples.compression`).
 
 Each record may be in any record format of `pvdata.samples.formats` (messages, ShareGPT, Alpaca,
 prompt/answer), told from its fields unless --format names one.
@@ -6,7 +7,8 @@ prompt/answer), told from its fields unless --format names one.
 Every reader keeps going past a bad record (so one pass finds them all) and records why it is bad;
 `check_invalid` then turns them into one error naming file and lines, unless the caller skips them.
 The input is only ever read. dataset_id is a content hash of the bytes (a folder: every file's
-relative path and bytes), so a moved or renamed copy of the same data has the same id.
+relative path and bytes; a compressed file: the decompressed bytes), so a moved, renamed or
+recompressed copy of the same data has the same id.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from pvdata.errors import ConfigError, DataError
+from pvdata.samples.compression import (
+    chunks,
+    codec,
+    data_suffix,
+    read_bytes,
+    read_head,
+    read_text,
+)
 from pvdata.samples.dataset import FORMATS, Dataset, build_dataset
 from pvdata.samples.formats import Chat, check_columns, parse_chat, split_format
 from pvdata.samples.hub import hub_rows, is_hub_id
@@ -59,32 +69,38 @@ class InvalidRecordsError(DataError):
 
 def detect_format(path: Path, fmt: str | None = None) -> str:
     """The file format from --format, else from the suffix; a folder is a `datasets.save_to_disk`
-    dataset. (A `.json` file is then told apart by its content: an array, or JSON Lines.)"""
+    dataset. (A `.json` file is then told apart by its content: an array, or JSON Lines.) A compressed
+    file (`.jsonl.gz`) has the format of the suffix before its codec's."""
     container, _ = split_format(fmt, FORMATS)
-    if container is not None:
-        return container
     if path.is_dir():
-        return "hf"
-    found = SUFFIXES.get(path.suffix.lower())
+        return container or "hf"
+    found = container or SUFFIXES.get(data_suffix(path))
     if found is None:
         raise ConfigError(
-            f"cannot tell the format of {path} from its suffix {path.suffix!r}: use .jsonl, .json, .csv, "
-            f".parquet, a folder written by datasets' save_to_disk, or pass --format ({', '.join(FORMATS)})"
+            f"cannot tell the format of {path} from its suffix {data_suffix(path)!r}: use .jsonl, .json, "
+            ".csv, .parquet (JSONL, JSON and CSV may end in .gz, .bz2 or .xz), a folder written by datasets' "
+            f"save_to_disk, or pass --format ({', '.join(FORMATS)})"
+        )
+    if found in ("parquet", "hf", "hub") and codec(path) is not None:
+        raise ConfigError(
+            f"{path}: a compressed {found} file is not read; Parquet compresses its own pages, so "
+            "decompress the file first (JSONL, JSON and CSV are read compressed)"
         )
     return found
 
 
 def content_hash(path: Path) -> str:
-    """16 hex chars of sha256 over the file's bytes, or over each file (relative path + bytes) of a folder."""
+    """16 hex chars of sha256 over the file's bytes (decompressed: a `.jsonl.gz` hashes as its `.jsonl`),
+    or over each file (relative path + bytes) of a folder."""
     h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            rel = f.relative_to(path).as_posix().encode()
-            h.update(b"\0file\0" + rel + b"\0")
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+    if not path.is_dir():
+        for block in chunks(path):
+            h.update(block)
+        return h.hexdigest()[:16]
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(b"\0file\0" + f.relative_to(path).as_posix().encode() + b"\0")
+        for block in chunks(f, decompress=False):
+            h.update(block)
     return h.hexdigest()[:16]
 
 
@@ -157,8 +173,8 @@ def _json(path: Path, columns: Columns, schema: str | None) -> tuple[str, list[P
 def _refuse_one_object(path: Path) -> None:
     """A pretty-printed single JSON object is neither JSON Lines nor an array: say so once."""
     try:
-        whole = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        whole = json.loads(read_text(path))
+    except (DataError, json.JSONDecodeError):
         return  # not one object either: the per-line errors stand
     if isinstance(whole, dict):
         keys = ", ".join(map(str, whole)) or "none"
@@ -170,18 +186,14 @@ def _refuse_one_object(path: Path) -> None:
 
 def is_json_array(path: Path) -> bool:
     """Whether the file's first non-space character is `[` (a JSON array, not JSON Lines)."""
-    with path.open("rb") as fh:
-        head = fh.read(4096).decode("utf-8", errors="replace")
+    head = read_head(path, 4096).decode("utf-8", errors="replace")
     return head.lstrip("\ufeff \t\r\n").startswith("[")
 
 
 def json_array_items(path: Path) -> Iterator[tuple[int, Any]]:
     """(line it starts on, value) of each element of a top-level JSON array; a syntax error stops the
     read (no later element can be found) and names file, line and column."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = read_text(path)
     decoder = json.JSONDecoder()
 
     def skip_space(i: int) -> int:
@@ -218,7 +230,7 @@ def json_array_items(path: Path) -> Iterator[tuple[int, Any]]:
 
 def _jsonl(path: Path, columns: Columns, schema: str | None = None) -> Iterator[Parsed]:
     """One record per non-blank line; the raw line text is kept byte for byte (surrogateescape)."""
-    data = path.read_bytes()
+    data = read_bytes(path)
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -243,10 +255,7 @@ def _jsonl(path: Path, columns: Columns, schema: str | None = None) -> Iterator[
 
 def _csv(path: Path, columns: Columns, schema: str | None = None) -> Iterator[Parsed]:
     """A header row, then one record per row; `line` is where the row starts (quoted cells may span lines)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, [])

@@ -16,7 +16,7 @@ the template's markup are never trained.
 from __future__ import annotations
 
 import hashlib
-import json
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,31 +74,27 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_samples(path: str | Path) -> list[Sample]:
-    """Parse a JSONL file (or a `.json` array) of chats; errors name file, line and field.
+    """Parse a JSONL file (or a `.json` array; either may be gzip, bzip2 or xz compressed) of chats;
+    errors name file, line and field.
 
     A record is {"messages": [{"role", "content"}, ...]}, or any text-only record format the screen
     reads (ShareGPT `conversations`, Alpaca `instruction`/`input`/`output`, `prompt`/`answer`).
     """
+    from pvdata.jsonlines import json_lines
+    from pvdata.samples.compression import data_suffix, read_text
     from pvdata.samples.readers import is_json_array, json_array_items
 
     p = Path(path)
     if not p.is_file():
         raise DataError(f"training data {p} does not exist")
     out: list[Sample] = []
-    if p.suffix.lower() == ".json" and is_json_array(p):
+    if data_suffix(p) == ".json" and is_json_array(p):
         for n, obj in json_array_items(p):
             out.append(Sample(_chat(obj, f"{p}:{n}"), n))
     else:
-        with p.open(encoding="utf-8") as f:
-            for n, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                where = f"{p}:{n}"
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-                out.append(Sample(_chat(obj, where), n))
+        # Universal newlines, as a text-mode file reads them; .gz/.bz2/.xz files are read decompressed.
+        for where, n, obj in json_lines(io.StringIO(read_text(p), newline=None), p):
+            out.append(Sample(_chat(obj, where), n))
     if not out:
         raise DataError(f"training data {p} holds no samples (one JSON object per line expected)")
     return out
