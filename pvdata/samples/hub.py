@@ -18,6 +18,8 @@ from pvdata.samples.compression import CODECS
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq", ".arrow")
+# A name ending in one of these is a (missing) local file, never a hub id.
+FILE_ENDINGS = DATA_SUFFIXES + tuple(s + c for s in DATA_SUFFIXES for c in CODECS)
 DEFAULT_SPLIT = "train"
 
 
@@ -26,9 +28,7 @@ def is_hub_id(spec: str) -> bool:
     name, compressed or not)."""
     if Path(spec).expanduser().exists():
         return False
-    name = spec.lower()
-    compressed = tuple(s + c for s in DATA_SUFFIXES for c in CODECS)
-    return HUB_ID.match(spec) is not None and not name.endswith(DATA_SUFFIXES + compressed)
+    return HUB_ID.match(spec) is not None and not spec.lower().endswith(FILE_ENDINGS)
 
 
 def hub_rows(repo_id: str, split: str | None) -> tuple[list[str], Iterator[dict[str, Any]], str]:
