@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="screen a training dataset: per-sample projection differences on persona vectors, flags",
         description="Score every distinct sample of DATASET on each trait's persona vector (exact: "
         "against the model's own greedy answer; prompt_last_approx: against the last prompt token; raw: "
-        "the answer's projection), flag those above a threshold, and write flagged.jsonl, kept.jsonl, "
+        "the answer's projection; preference: a pair's chosen answer against its rejected one), flag those "
+        "above a threshold, and write flagged.jsonl, kept.jsonl, "
         "unscreened.jsonl and summary.json. Every step is a warehouse run: rerunning the same command "
         "resumes after a crash. See docs/SCREENING.md.",
     )
@@ -35,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dataset",
         metavar="DATASET",
         help="JSONL or a .json array of records (OpenAI 'messages', ShareGPT 'conversations', Alpaca "
-        "'instruction'/'input'/'output' or 'prompt'/'answer'), CSV or Parquet with such columns, a folder "
+        "'instruction'/'input'/'output', 'prompt'/'answer', or preference pairs 'chosen'/'rejected'), "
+        "CSV or Parquet with such columns, a folder "
         "written by datasets' save_to_disk, or a Hugging Face hub id owner/name; JSONL, JSON and CSV may be "
         ".gz, .bz2 or .xz compressed (docs/SCREENING.md)",
     )
@@ -62,8 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default="exact",
-        help="exact (default; generates the model's greedy answers) | prompt_last_approx | raw; a comma "
-        "list scores several from the same forward passes",
+        help="exact (default; generates the model's greedy answers) | prompt_last_approx | raw | "
+        "preference (chosen minus rejected, for preference pairs); a comma list scores several from the "
+        "same forward passes",
     )
     p.add_argument("--reference", default=None, metavar="CLEAN_DATASET", help="clean data for the percentile")
     p.add_argument(

@@ -137,6 +137,11 @@ def _sample(root: str, run_id: str, sample_id: str, dataset_id: str | None) -> N
                 ):
                     st.caption(role)
                     st.markdown(str(message.get("content", "")))
+            if detail["rejected"] is not None:
+                st.markdown("**Rejected answer (the pair's other side)**")
+                with st.chat_message("ai"):
+                    st.caption("rejected")
+                    st.markdown(str(detail["rejected"]))
     with right:
         st.markdown("**Base model's answer to the same prompt**")
         base = load(root, "base_answers", sample_id)

@@ -119,6 +119,7 @@ def encode_score_inputs(samples: Sequence[Any]) -> pa.Table:
             "base_answer": pa.array([s.base_answer for s in samples], pa.string()),
             "base_id": pa.array([s.base_id for s in samples], pa.string()),
             "more_bases": pa.array([json.dumps(list(s.more_bases)) for s in samples], pa.string()),
+            "rejected": pa.array([s.rejected for s in samples], pa.string()),
         }
     )
 

@@ -161,14 +161,16 @@ def decode_score_inputs(batch: pa.Table) -> list[Any]:
             base,
             bid,
             tuple((str(g), str(a)) for g, a in json.loads(more or "[]")),
+            rejected,
         )
-        for sid, prompt, answer, base, bid, more in zip(
+        for sid, prompt, answer, base, bid, more, rejected in zip(
             cols["sample_id"],
             cols["prompt"],
             cols["answer"],
             cols["base_answer"],
             cols["base_id"],
             cols["more_bases"],
+            cols["rejected"],
             strict=True,
         )
     ]
@@ -180,6 +182,7 @@ def encode_scored(samples: Sequence[Any], batch: Any) -> pa.Table:
     owner: dict[str, int] = {}
     for i, s in enumerate(samples):
         owner.setdefault(s.sample_id, i)
+        owner.setdefault(s.rejected_id, i)
         for base_id, _ in s.bases:
             owner.setdefault(base_id, i)
     proj: list[list[dict[str, Any]]] = [[] for _ in samples]

@@ -120,6 +120,13 @@ def plan_screen(cfg: ScreenConfig, warehouse: str) -> ScreenPlan:
                 f"{len(reference.invalid)} invalid): a percentile threshold needs clean scored samples"
             )
     methods = tuple(dict.fromkeys(cfg.methods))
+    if "preference" in methods:
+        for what, data in (("dataset", dataset), ("--reference", reference)):
+            if data is not None and not data.n_preference:
+                raise ConfigError(
+                    "--method preference scores preference pairs (records with 'chosen' and 'rejected'), "
+                    f"and the {what} {data.source} holds none: drop the method, or give preference data"
+                )
     backend = resolve_backend(cfg.backend, where)
     return ScreenPlan(cfg, dataset, reference, vectors, runs, layers, why, methods, spec, dtype, backend)
 
@@ -403,7 +410,8 @@ def score_inputs(data: Any, base: dict[str, list[tuple[str, str]]]) -> list[Any]
     for s in data.samples:
         answers = base.get(s.prompt_id) or []
         gid, answer = answers[0] if answers else (None, None)
-        inputs.append(ScoreInput(s.sample_id, tuple(s.prompt), s.answer, answer, gid, tuple(answers[1:])))
+        more = tuple(answers[1:])
+        inputs.append(ScoreInput(s.sample_id, tuple(s.prompt), s.answer, answer, gid, more, s.rejected))
     return inputs
 
 
@@ -432,6 +440,7 @@ def _projection_stage(
         "model": cfg.model,
         "dtype": plan.dtype,
         **({"max_length": cfg.max_length} if cfg.max_length is not None else {}),  # older ids kept
+        **({"rejected": True} if "preference" in plan.methods else {}),  # projects the rejected answers too
     }
     parents = [samples_run] + ([base_run] if base_run else []) + [r for r in plan.vector_runs.values() if r]
     inputs = score_inputs(data, _base_answers(wh, base_run)[0])
@@ -442,16 +451,18 @@ def _projection_stage(
             stats = (wh.get_run(run.run_id) or {}).get("stats") or "{}"
             return str(run.run_id), dict(json.loads(stats).get("errors", {}))
         executor = model.executor()
+        preference = "preference" in plan.methods
         _register_file_vectors(run, wh, plan)
         done = run.done_ids("projections", "source_id")
         todo = pending(inputs, done)
         n_texts = len(todo) + len({s.base_id for s in todo if s.base_id and s.base_id not in done})
+        n_texts += sum(1 for s in todo if s.rejected is not None) if preference else 0
         log(
             f"[3/5] {label}: projections of {n_texts} texts ({run.status_before}, {len(inputs) - len(todo)} "
             f"samples already done) -> {run.run_id}"
         )
         writer = run.writer("projections")
-        methods = ("raw", "exact") if base_run else ("raw",)
+        methods = ("raw",) + (("exact",) if base_run else ()) + (("preference",) if preference else ())
         errors: dict[str, str] = {}
         report = rate_progress(log, "projections")
         vectors = tuple(plan.vectors.values())

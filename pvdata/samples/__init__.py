@@ -19,6 +19,7 @@ from pvdata.samples.dataset import (
     sample_id_of,
 )
 from pvdata.samples.formats import SCHEMAS, parse_chat
+from pvdata.samples.preference import is_preference, parse_sample
 from pvdata.samples.readers import (
     InvalidRecordsError,
     check_invalid,
@@ -44,10 +45,12 @@ __all__ = [
     "content_hash",
     "detect_format",
     "invalid_sample_id",
+    "is_preference",
     "messages_json",
     "parse_chat",
     "parse_messages",
     "parse_record",
+    "parse_sample",
     "prompt_id_of",
     "read_dataset",
     "sample_id_of",

@@ -34,12 +34,17 @@ def messages_json(prompt: Sequence[Message], answer: str) -> str:
     )
 
 
-def sample_id_of(prompt: Sequence[Message], answer: str) -> str:
+def sample_id_of(prompt: Sequence[Message], answer: str, rejected: str | None = None) -> str:
     """`item_id(messages)`: 16 hex chars of sha256 over the canonical messages JSON (the warehouse's
-    work-item id), so equal chats get equal ids whatever file or format they came from."""
+    work-item id), so equal chats get equal ids whatever file or format they came from. A preference
+    pair hashes its rejected answer too: the same chosen chat against another rejected answer is
+    another sample."""
     from pvdata.warehouse.ids import item_id
 
-    return item_id(canonical_messages(prompt, answer), length=SAMPLE_ID_LENGTH)
+    messages = canonical_messages(prompt, answer)
+    if rejected is None:
+        return item_id(messages, length=SAMPLE_ID_LENGTH)
+    return item_id({"chosen": messages, "rejected": rejected}, length=SAMPLE_ID_LENGTH)
 
 
 def prompt_id_of(prompt: Sequence[Message]) -> str:
@@ -68,13 +73,15 @@ class Record:
 class Sample:
     """A distinct chat: the prompt (everything before the last assistant turn) and that answer.
 
-    notes: what reading its records left out (tool calls, tool results, non-text parts), once each."""
+    notes: what reading its records left out (tool calls, tool results, non-text parts), once each.
+    rejected: a preference record's rejected answer to the same prompt (`answer` is the chosen one)."""
 
     sample_id: str
     prompt: tuple[Message, ...]
     answer: str
     lines: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rejected: str | None = None
 
     @property
     def n_copies(self) -> int:
@@ -127,6 +134,11 @@ class Dataset:
         """Valid records that repeat a sample seen earlier in the file."""
         return self.n_valid_records - len(self.samples)
 
+    @property
+    def n_preference(self) -> int:
+        """Distinct samples that are preference pairs (hold a rejected answer)."""
+        return sum(1 for s in self.samples if s.rejected is not None)
+
     def counts(self) -> dict[str, int]:
         return {
             "records": self.n_records,
@@ -140,20 +152,23 @@ def build_dataset(
     source: str,
     fmt: str,
     dataset_id: str,
-    parsed: Sequence[tuple[int, str, tuple[tuple[Message, ...], str, tuple[str, ...]] | None, str | None]],
+    parsed: Sequence[
+        tuple[int, str, tuple[tuple[Message, ...], str, tuple[str, ...], str | None] | None, str | None]
+    ],
 ) -> Dataset:
-    """Records and deduplicated samples from (line, raw, (prompt, answer, notes) or None, error)."""
+    """Records and deduplicated samples from (line, raw, (prompt, answer, notes, rejected) or None,
+    error)."""
     records: list[Record] = []
     samples: dict[str, Sample] = {}
     for index, (line, raw, chat, error) in enumerate(parsed):
         if chat is None:
             records.append(Record(index, line, raw, None, error or "invalid record"))
             continue
-        prompt, answer, notes = chat
-        sid = sample_id_of(prompt, answer)
+        prompt, answer, notes, rejected = chat
+        sid = sample_id_of(prompt, answer, rejected)
         sample = samples.get(sid)
         if sample is None:
-            sample = samples[sid] = Sample(sid, prompt, answer)
+            sample = samples[sid] = Sample(sid, prompt, answer, rejected=rejected)
         sample.lines.append(line)
         sample.notes.extend(n for n in notes if n not in sample.notes)
         records.append(Record(index, line, raw, sid))

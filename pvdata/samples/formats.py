@@ -25,7 +25,8 @@ from pvdata.samples.records import (
     text_field,
 )
 
-SCHEMAS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "pair")
+# "preference" records are parsed by pvdata.samples.preference (they carry a second answer)
+SCHEMAS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "pair", "preference")
 Chat = tuple[tuple[Message, ...], str, tuple[str, ...]]
 DEFAULT_COLUMNS = Columns()
 
@@ -53,7 +54,10 @@ def alpaca_columns(columns: Columns) -> tuple[str, str]:
 
 
 def detect_schema(obj: Mapping[str, Any], columns: Columns) -> str:
-    """The record format from the fields present (the first that fits: messages, ShareGPT, Alpaca)."""
+    """The record format from the fields present (the first that fits: preference, messages, ShareGPT,
+    Alpaca)."""
+    if obj.get("chosen") is not None and obj.get("rejected") is not None:
+        return "preference"
     if obj.get(columns.messages) is not None:
         if obj.get(SHAREGPT_FIELD) is not None:
             raise RecordError(
@@ -77,6 +81,11 @@ def parse_chat(obj: Any, columns: Columns = DEFAULT_COLUMNS, schema: str | None 
             f"or '{columns.prompt}' + '{columns.answer}', got {type(obj).__name__}"
         )
     schema = schema or detect_schema(obj, columns)
+    if schema == "preference":
+        raise RecordError(
+            "is a preference record (chosen/rejected), which holds two answers: read it with "
+            "pvdata.samples.preference.parse_sample"
+        )
     if schema == "messages":
         if obj.get(columns.messages) is None:
             raise RecordError("is missing (--format messages)", columns.messages)
@@ -304,6 +313,7 @@ def check_columns(where: str, names: Sequence[str], columns: Columns, schema: st
         "sharegpt": SHAREGPT_FIELD in have,
         "alpaca": prompt in have and answer in have,
         "pair": columns.prompt in have and columns.answer in have,
+        "preference": "chosen" in have and "rejected" in have,
     }
     if (schema is None and any(fits.values())) or (schema is not None and fits[schema]):
         return
@@ -312,6 +322,7 @@ def check_columns(where: str, names: Sequence[str], columns: Columns, schema: st
         "sharegpt": f"'{SHAREGPT_FIELD}' column",
         "alpaca": f"'{prompt}' + '{answer}' columns",
         "pair": f"'{columns.prompt}' + '{columns.answer}' columns",
+        "preference": "'chosen' + 'rejected' columns",
     }
     need = wanted[schema] if schema else " or ".join(wanted.values())
     raise DataError(

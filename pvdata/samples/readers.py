@@ -32,11 +32,12 @@ from pvdata.samples.compression import (
     read_text,
 )
 from pvdata.samples.dataset import FORMATS, Dataset, build_dataset
-from pvdata.samples.formats import Chat, check_columns, parse_chat, split_format
+from pvdata.samples.formats import check_columns, split_format
 from pvdata.samples.hub import hub_rows, is_hub_id
+from pvdata.samples.preference import ParsedSample, parse_sample
 from pvdata.samples.records import Columns, RecordError
 
-Parsed = tuple[int, str, Chat | None, str | None]
+Parsed = tuple[int, str, ParsedSample | None, str | None]
 
 SUFFIXES = {
     ".jsonl": "jsonl",
@@ -149,9 +150,9 @@ def check_invalid(dataset: Dataset, skip_invalid: bool) -> None:
         raise InvalidRecordsError(dataset)
 
 
-def _parse(obj: Any, columns: Columns, schema: str | None) -> tuple[Chat | None, str | None]:
+def _parse(obj: Any, columns: Columns, schema: str | None) -> tuple[ParsedSample | None, str | None]:
     try:
-        return parse_chat(obj, columns, schema), None
+        return parse_sample(obj, columns, schema), None
     except RecordError as exc:
         return None, str(exc)
 

@@ -34,6 +34,7 @@ def sample_rows(dataset: Dataset) -> list[dict[str, Any]]:
                     "lines": [record.line],
                     "error": record.error,
                     "raw_record": record.raw[:RAW_LIMIT],
+                    "rejected": None,
                 }
             )
             continue
@@ -53,6 +54,7 @@ def sample_rows(dataset: Dataset) -> list[dict[str, Any]]:
                 "lines": list(sample.lines),
                 "error": None,
                 "raw_record": None,
+                "rejected": sample.rejected,
             }
         )
     return rows

@@ -4,6 +4,8 @@ With h = response_avg at layer l and v_hat = v[l] / |v[l]|:
 - exact:              Delta = h(x, y) . v_hat - h(x, y_base) . v_hat   (y_base: the model's greedy answer)
 - prompt_last_approx: Delta ~ h(x, y) . v_hat - prompt_last(x) . v_hat  (no generation needed)
 - raw:                proj  = h(x, y) . v_hat
+- preference:         Delta = h(x, y_chosen) . v_hat - h(x, y_rejected) . v_hat  (preference pairs: what a
+                      DPO-style finetune pushes towards, minus what it pushes away from; no generation)
 
 `score_batch` is a pure batch step: a loaded model and a batch of samples in, projection rows and score
 rows out, nothing read or written elsewhere. That makes it the unit a local loop or a distributed
@@ -19,9 +21,9 @@ from typing import Any
 
 from pvdata.errors import ConfigError
 
-METHODS: tuple[str, ...] = ("exact", "prompt_last_approx", "raw")
+METHODS: tuple[str, ...] = ("exact", "prompt_last_approx", "raw", "preference")
 SAMPLE_KINDS: tuple[str, ...] = ("proj", "prompt_last_proj", "cos_sim")
-BASE_KINDS: tuple[str, ...] = ("proj", "cos_sim")  # a base answer shares its prompt with the sample
+BASE_KINDS: tuple[str, ...] = ("proj", "cos_sim")  # a base (or rejected) answer shares the prompt
 
 ProjectionKey = tuple[str, str, int, str]  # (source_id, vector_id, layer, kind)
 LayerSpec = Sequence[int] | Mapping[str, Sequence[int]]
@@ -39,6 +41,12 @@ class ScoreInput:
     # --base-samples K > 1: the other K - 1 sampled base answers as (generation_id, answer); exact then
     # subtracts the mean projection of all K
     more_bases: tuple[tuple[str, str], ...] = ()
+    rejected: str | None = None  # a preference pair's rejected answer (`answer` is the chosen one)
+
+    @property
+    def rejected_id(self) -> str:
+        """The projections' source_id of the rejected answer (the sample's own id is the chosen one)."""
+        return rejected_source_id(self.sample_id)
 
     @property
     def bases(self) -> list[tuple[str, str]]:
@@ -57,6 +65,10 @@ class ScoredBatch:
     projections: list[dict[str, Any]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+
+
+def rejected_source_id(sample_id: str) -> str:
+    return f"rj-{sample_id}"
 
 
 def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -92,8 +104,9 @@ class PreparedScore:
 
 
 def prepare_score(tokenizer: Any, samples: Sequence[ScoreInput], methods: Sequence[str]) -> PreparedScore:
-    """Tokenise the training answers (and, for exact, each distinct base answer) of a chunk: pure host
-    work, so an executor can run it for the next chunk while the device scores this one."""
+    """Tokenise the training answers of a chunk (with each distinct base answer for exact, each rejected
+    answer for preference): pure host work, so an executor can run it for the next chunk while the
+    device scores this one."""
     from pvdata.chat import encode_answer, encode_prompt
 
     methods = check_methods(methods)
@@ -112,6 +125,10 @@ def prepare_score(tokenizer: Any, samples: Sequence[ScoreInput], methods: Sequen
         out.sources.append(s.sample_id)
         out.kinds.append(SAMPLE_KINDS)
         out.encoded.append((ids, encode_answer(tokenizer, s.answer)))
+        if s.rejected is not None and "preference" in methods:
+            out.sources.append(s.rejected_id)
+            out.kinds.append(BASE_KINDS)
+            out.encoded.append((ids, encode_answer(tokenizer, s.rejected)))
         for base_id, base_answer in s.bases if "exact" in methods else []:
             if base_id not in seen_base:
                 seen_base.add(base_id)
@@ -219,6 +236,16 @@ def scores_from_projections(
                     base = values.get((s.sample_id, vid, layer, "prompt_last_proj"))
                     if base is None and error is None:
                         error = "no prompt_last projection"
+                elif method == "preference":
+                    if s.rejected is None:
+                        error = error or "not a preference pair: the record has no rejected answer"
+                    else:
+                        base = values.get((s.rejected_id, vid, layer, "proj"))
+                        why = errors.get(s.rejected_id)
+                        if base is None and error is None:
+                            error = (
+                                f"rejected answer: {why}" if why else "no projection of the rejected answer"
+                            )
                 elif method == "exact":
                     if not s.bases:
                         error = error or "no base answer (the base generation did not produce one)"

@@ -25,7 +25,13 @@ from typing import Any
 from pvdata.errors import DataError
 
 ROLES = ("system", "user", "assistant")
-OTHER_FORMAT_FIELDS = ("conversations", "instruction", "prompt", "answer")  # ShareGPT, Alpaca, pairs
+OTHER_FORMAT_FIELDS = (
+    "conversations",
+    "instruction",
+    "prompt",
+    "answer",
+    "chosen",
+)  # ShareGPT, Alpaca, pairs
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,12 @@ def _chat(obj: Any, where: str) -> tuple[Mapping[str, str], ...]:
     from pvdata.samples.formats import parse_chat
     from pvdata.samples.records import RecordError
 
+    if obj.get("chosen") is not None and obj.get("rejected") is not None:
+        raise DataError(
+            f"{where}: a preference record (chosen/rejected); pvdata train is supervised finetuning on "
+            "chats: give the chosen chats as messages (screen the pairs with pvdata screen --method "
+            "preference)"
+        )
     try:
         prompt, answer, notes = parse_chat(obj)
     except RecordError as exc:

@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -199,6 +200,24 @@ def table_files(root: StoreLike, table: str, run_id: str | None = None) -> list[
     else:
         found = _remote_tree(store, base, table)
     return _validate_all(store, found, table)
+
+
+def read_file(store: Store, info: FileInfo, columns: Sequence[str] | None = None) -> pa.Table:
+    """One validated file's rows (all columns, or those given, in that order).
+
+    A column the file lacks because an older pvdata wrote it (FileInfo.lacks) comes back as nulls of the
+    column's type, so callers need not know which pvdata wrote which file."""
+    cols = list(columns) if columns is not None else None
+    if not info.lacks or (cols is not None and not set(cols) & set(info.lacks)):
+        return store.read_table(info.path, columns=cols)
+    spec = get_spec(info.table)
+    want = cols if cols is not None else spec.columns
+    table = store.read_table(info.path, columns=[c for c in want if c not in info.lacks])
+    for i, c in enumerate(want):
+        if c in info.lacks:
+            f = spec.schema.field(c)
+            table = table.add_column(i, f, pa.nulls(table.num_rows, f.type))
+    return table
 
 
 def _remote_tree(store: Store, base: str, table: str) -> list[Entry]:

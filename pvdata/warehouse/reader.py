@@ -57,11 +57,25 @@ def vector_width(infos: list[FileInfo], column: str) -> int | None:
     return None
 
 
+def _absent_columns(infos: list[FileInfo]) -> set[str]:
+    """Added columns that no file has (all were written before them): the view selects typed NULLs."""
+    return set.intersection(*(set(i.lacks) for i in infos)) if infos else set()
+
+
+def _needs_union(infos: list[FileInfo]) -> bool:
+    """Whether some files lack an added column that others have: read_parquet must union by name."""
+    absent = _absent_columns(infos)
+    return any(set(i.lacks) - absent for i in infos)
+
+
 def _column_exprs(spec: TableSpec, infos: list[FileInfo]) -> list[str]:
     out = []
+    absent = _absent_columns(infos)
     for f in spec.schema:
         q = quote_ident(f.name)
-        if f.name in spec.vector_columns:
+        if f.name in absent:
+            out.append(f"CAST(NULL AS {_SQL_TYPES[f.type]}) AS {q}")
+        elif f.name in spec.vector_columns:
             h = vector_width(infos, f.name)
             out.append(f"CAST({q} AS FLOAT[{h if h else ''}]) AS {q}")
         else:
@@ -72,8 +86,10 @@ def _column_exprs(spec: TableSpec, infos: list[FileInfo]) -> list[str]:
 def raw_view_sql(root: StoreLike, spec: TableSpec, infos: list[FileInfo], source: str | None = None) -> str:
     """SELECT over a table's files; an empty table gets a typed zero-row SELECT with the same columns.
 
-    `source` replaces the default `read_parquet` of the table's local glob (a registered Arrow dataset
-    for a warehouse on a filesystem URI, or an s3:// glob in the DuckDB CLI script)."""
+    The columns are the table's, in its order, whichever pvdata wrote the files: an added column that
+    some files lack is read with union_by_name (NULL for their rows), one that every file lacks is a
+    typed NULL. `source` replaces the default `read_parquet` of the table's local glob (a registered
+    Arrow dataset for a warehouse on a filesystem URI, or an s3:// glob in the DuckDB CLI script)."""
     if not infos:
         cols = []
         for f in spec.schema:
@@ -81,12 +97,15 @@ def raw_view_sql(root: StoreLike, spec: TableSpec, infos: list[FileInfo], source
             cols.append(f"CAST(NULL AS {sql_type}) AS {quote_ident(f.name)}")
         return f"SELECT {', '.join(cols)} WHERE false"
     if source is None:
-        source = read_parquet_sql(table_glob(root, spec.name))
+        source = read_parquet_sql(table_glob(root, spec.name), union_by_name=_needs_union(infos))
     return f"SELECT {', '.join(_column_exprs(spec, infos))} FROM {source}"
 
 
-def read_parquet_sql(glob: str) -> str:
+def read_parquet_sql(glob: str, *, union_by_name: bool = False) -> str:
+    """read_parquet over a glob; union_by_name when files differ in columns (it reads every footer)."""
     options = "hive_partitioning = true, hive_types = {'run_id': VARCHAR}"
+    if union_by_name:
+        options += ", union_by_name = true"
     return f"read_parquet({quote_literal(glob)}, {options})"
 
 
@@ -139,7 +158,7 @@ def create_views(
         import pyarrow.dataset as ds
 
         for name, spec in TABLES.items():
-            if infos[name]:
+            if infos[name]:  # schema=spec.schema: pyarrow reads an added column a file lacks as null
                 dataset = ds.dataset(
                     [i.path for i in infos[name]], schema=spec.schema, format="parquet", filesystem=store.fs
                 )
@@ -155,8 +174,8 @@ def connect(root: StoreLike, include_running: bool = False) -> duckdb.DuckDBPyCo
 
     `root` is a local folder or a filesystem URI (s3://bucket/prefix, ...). Views of a local warehouse
     read the files live: rows committed after connect() show up in later queries (a table that was empty
-    at connect() stays empty in this connection). A remote warehouse's views see the files that existed
-    at connect(). Connect again to see newer ones.
+    at connect() stays empty in this connection, and an added column that no file had then stays NULL).
+    A remote warehouse's views see the files that existed at connect(). Connect again to see newer ones.
     """
     store = open_store(root)
     if not store.exists():
@@ -244,7 +263,10 @@ def duckdb_cli_script(root: StoreLike) -> str:
             opts.append("USE_SSL false")
     else:
         opts = ["TYPE gcs", "KEY_ID '<HMAC_KEY_ID>'", "SECRET '<HMAC_SECRET>'"]
-    sources = {t: read_parquet_sql(f"{prefix}/tables/{t}/*/*.parquet") for t in TABLES}
+    sources = {
+        t: read_parquet_sql(f"{prefix}/tables/{t}/*/*.parquet", union_by_name=_needs_union(infos[t]))
+        for t in TABLES
+    }
     lines = [
         f"-- DuckDB CLI views over the pvdata warehouse {store.uri}, written by pvdata.",
         "-- No credentials are stored here. Create a DuckDB secret once, e.g.:",

@@ -29,6 +29,7 @@ from pvdata.errors import WarehouseError
 from pvdata.warehouse.files import (
     check_run_id,
     part_name,
+    read_file,
     remove_stale_tmp,
     run_dir,
     table_dir,
@@ -121,14 +122,15 @@ class Warehouse:
         return cache_root().joinpath("warehouses", self.store.scheme, *where, *parts)
 
     def read_run_table(self, table: str, run_id: str, columns: Sequence[str] | None = None) -> pa.Table:
-        """Everything one run committed to a table (all attempts), read straight from its files."""
+        """Everything one run committed to a table (all attempts), read straight from its files (a column
+        added after a file was written reads as nulls for that file's rows)."""
         cols = list(columns) if columns is not None else None
         spec = get_spec(table)
         infos = table_files(self.store, table, run_id)
         if not infos:
             schema = spec.schema if cols is None else pa.schema([spec.schema.field(c) for c in cols])
             return schema.empty_table()
-        tables = [self.store.read_table(i.path, columns=cols) for i in infos]
+        tables = [read_file(self.store, i, cols) for i in infos]
         return pa.concat_tables(tables, promote_options="permissive")
 
     def run_id_for(
@@ -490,7 +492,7 @@ class Run:
             )
         out: set[Any] = set()
         for info in table_files(self.store, table, self.run_id):
-            t = self.store.read_table(info.path, columns=cols)
+            t = read_file(self.store, info, cols)
             if len(cols) == 1:
                 out.update(t.column(0).to_pylist())
             else:

@@ -55,6 +55,16 @@ class TableSpec:
     json_columns: tuple[str, ...] = ()
     # other types a column may have on disk (activations.values may be float16 to halve the bytes)
     alt_types: dict[str, tuple[pa.DataType, ...]] = field(default_factory=dict)
+    # Columns added to the table after schema version 1. A warehouse written by an older pvdata has files
+    # without them, and those files stay valid: readers show the column as NULL for their rows, so
+    # growing a table by a nullable column needs neither a new SCHEMA_VERSION nor a rewrite of old runs.
+    # Writers always write the full current schema. Only nullable columns can be added.
+    added: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for c in self.added:
+            if c not in self.schema.names or not self.schema.field(c).nullable:
+                raise ValueError(f"table {self.name!r}: added column {c!r} must be a nullable column")
 
     @property
     def columns(self) -> list[str]:
@@ -231,11 +241,14 @@ _SPECS = [
                 _f("lines", JSON),
                 _f("error", STRING),
                 _f("raw_record", STRING),
+                _f("rejected", STRING),
             ]
         ),
         "training samples, one row per distinct sample per dataset (sample_id: content hash of the "
-        "messages; n_copies and lines of its identical records) and one per invalid record (error set)",
+        "messages; n_copies and lines of its identical records) and one per invalid record (error set); "
+        "rejected: the rejected answer of a preference record, NULL otherwise",
         json_columns=("messages", "lines"),
+        added=("rejected",),
     ),
     TableSpec(
         "screenings",
@@ -259,7 +272,7 @@ _SPECS = [
                 _f("n_copies", I32),
             ]
         ),
-        "per-sample screening decisions; method exact | prompt_last_approx | raw",
+        "per-sample screening decisions; method exact | prompt_last_approx | raw | preference",
     ),
     TableSpec(
         "train_metrics",
@@ -421,12 +434,17 @@ class FileInfo:
     run_id: str
     num_rows: int
     dims: dict[str, int | None]
+    # added columns (TableSpec.added) this file lacks: written by an older pvdata; readers fill NULL
+    lacks: tuple[str, ...] = ()
 
 
-def check_schema(actual: pa.Schema, spec: TableSpec, where: str) -> None:
-    """Columns must match the table exactly: a missing, unknown or differently typed column is an error."""
+def check_schema(actual: pa.Schema, spec: TableSpec, where: str) -> tuple[str, ...]:
+    """Columns must match the table exactly: a missing, unknown or differently typed column is an error.
+
+    Only a column in `spec.added` may be missing (the file predates it); returns those the file lacks."""
     names = set(actual.names)
-    missing = [c for c in spec.columns if c not in names]
+    lacks = tuple(c for c in spec.added if c not in names)
+    missing = [c for c in spec.columns if c not in names and c not in lacks]
     unknown = [c for c in actual.names if c not in spec.columns]
     if missing:
         raise WarehouseError(
@@ -444,6 +462,7 @@ def check_schema(actual: pa.Schema, spec: TableSpec, where: str) -> None:
                 f"{where}: column {f.name!r} has type {f.type}, table {spec.name!r} expects "
                 f"{spec.schema.field(f.name).type}"
             )
+    return lacks
 
 
 def _describe(spec: TableSpec, cols: list[str]) -> str:
@@ -487,7 +506,7 @@ def validate_file(
     if file_table != expected_table:
         raise WarehouseError(f"{where} belongs to table {file_table!r}, found in the folder of {table!r}")
     spec = get_spec(expected_table)
-    check_schema(schema, spec, where)
+    lacks = check_schema(schema, spec, where)
     run_id = kv.get(META_RUN_ID, b"").decode(errors="replace")
     folder = p.parent.name
     if folder.startswith("run_id=") and folder != f"run_id={run_id}":
@@ -496,4 +515,4 @@ def validate_file(
         dims = json.loads(kv.get(META_DIMS, b"{}"))
     except ValueError:
         raise WarehouseError(f"{where} has unreadable {META_DIMS.decode()} metadata") from None
-    return FileInfo(str(p), expected_table, run_id, meta.num_rows, dims)
+    return FileInfo(str(p), expected_table, run_id, meta.num_rows, dims, lacks)

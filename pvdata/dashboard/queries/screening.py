@@ -181,9 +181,10 @@ def screening_ranked(
 
 
 def sample_detail(con: Con, sample_id: str) -> dict[str, Any] | None:
-    """A training sample: dataset_id, source, line and its messages (parsed)."""
+    """A training sample: dataset_id, source, line, its messages (parsed) and, for a preference pair,
+    the rejected answer."""
     row = con.execute(
-        "SELECT sample_id, dataset_id, source, line, messages FROM samples WHERE sample_id = ? "
+        "SELECT sample_id, dataset_id, source, line, messages, rejected FROM samples WHERE sample_id = ? "
         "ORDER BY messages IS NULL, run_id LIMIT 1",
         [sample_id],
     ).fetchone()
@@ -196,6 +197,7 @@ def sample_detail(con: Con, sample_id: str) -> dict[str, Any] | None:
         "source": row[2],
         "line": row[3],
         "messages": messages if isinstance(messages, list) else [],
+        "rejected": row[5],
     }
 
 

@@ -1,0 +1,140 @@
+"""Preference records (DPO, RLHF reward data): one prompt, a `chosen` and a `rejected` answer.
+
+A preference finetune pushes the model towards the chosen answer and away from the rejected one, so a
+pair is screened on both: the chosen answer as an ordinary sample (its own projection, or its
+difference from the model's base answer), and the `preference` method's chosen-minus-rejected
+difference (`pvdata.screening.scoring`). Every common layout becomes the same (prompt, chosen, notes,
+rejected):
+
+- `prompt` text + `chosen` / `rejected` text (TRL's standard form; `--prompt-column question` and an
+  optional `system` field read Orca-style pairs);
+- `prompt` as a list of messages, the sides as text or as lists of assistant messages (TRL's
+  conversational form);
+- `chosen` / `rejected` as whole chats with no prompt field, or with one the chats repeat
+  (UltraFeedback): the shared turns before the last assistant turn are the prompt;
+- `chosen` / `rejected` as Human:/Assistant: transcripts (Anthropic HH-RLHF).
+
+Both sides must have the same prompt: a pair whose sides answer different conversations is invalid.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pvdata.samples.formats import DEFAULT_COLUMNS, Chat, parse_chat, parse_openai
+from pvdata.samples.records import Columns, Message, RecordError, text_field
+
+PREFERENCE = "preference"
+CHOSEN, REJECTED = "chosen", "rejected"
+SIDES = (CHOSEN, REJECTED)
+PROMPT_ROLES = ("system", "developer", "user")  # a side holding one is a whole chat, not a continuation
+TRANSCRIPT_ROLES = {"Human": "user", "Assistant": "assistant"}
+_TRANSCRIPT_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
+
+# (prompt messages, answer, notes, rejected answer or None): what every reader yields per valid record
+ParsedSample = tuple[tuple[Message, ...], str, tuple[str, ...], str | None]
+
+
+def is_preference(obj: Any) -> bool:
+    """A record holding both a `chosen` and a `rejected` field."""
+    return isinstance(obj, Mapping) and obj.get(CHOSEN) is not None and obj.get(REJECTED) is not None
+
+
+def parse_sample(obj: Any, columns: Columns, schema: str | None = None) -> ParsedSample:
+    """One decoded record in `schema` (or the one its fields show), preference records included."""
+    if schema == PREFERENCE or (schema is None and is_preference(obj)):  # before parse_chat refuses it
+        return parse_preference(obj, columns)
+    prompt, answer, notes = parse_chat(obj, columns, schema)
+    return prompt, answer, notes, None
+
+
+def parse_preference(obj: Any, columns: Columns = DEFAULT_COLUMNS) -> ParsedSample:
+    """(prompt, chosen answer, notes, rejected answer) of a preference record; see the module doc."""
+    if not isinstance(obj, Mapping):
+        raise RecordError(
+            f"expected a JSON object with '{CHOSEN}' and '{REJECTED}', got {type(obj).__name__}"
+        )
+    for side in SIDES:
+        if obj.get(side) is None:
+            raise RecordError(f"is missing (a preference record has '{CHOSEN}' and '{REJECTED}')", side)
+    chats = {side: _side_chat(obj, side, columns) for side in SIDES}
+    (prompt, chosen, chosen_notes), (other, rejected, rejected_notes) = chats[CHOSEN], chats[REJECTED]
+    if prompt != other:
+        raise RecordError(
+            f"'{CHOSEN}' and '{REJECTED}' continue different conversations "
+            f"({_first_difference(prompt, other)}): a preference pair answers one prompt"
+        )
+    notes = tuple(f"{CHOSEN}: {n}" for n in chosen_notes) + tuple(f"{REJECTED}: {n}" for n in rejected_notes)
+    return prompt, chosen, notes, rejected
+
+
+def _side_chat(obj: Mapping[str, Any], side: str, columns: Columns) -> Chat:
+    """The whole chat one side stands for: its prompt (from `prompt`, or from the side itself) and answer."""
+    value = _decoded(obj[side])
+    prompt = obj.get(columns.prompt)
+    if isinstance(value, str):
+        if prompt is None:
+            return _transcript(value, side, columns)
+        return _with_prompt(obj, columns, [{"role": "assistant", "content": text_field(value, side)}], side)
+    if not isinstance(value, Sequence) or isinstance(value, bytes) or not value:
+        raise RecordError("must be the answer text, or a non-empty list of messages", side)
+    whole = any(isinstance(m, Mapping) and m.get("role") in PROMPT_ROLES for m in value)
+    if whole or prompt is None:
+        return parse_openai(value, side)  # a whole chat; a `prompt` field beside it only repeats its turns
+    return _with_prompt(obj, columns, list(value), side)
+
+
+def _with_prompt(obj: Mapping[str, Any], columns: Columns, answer: list[Any], side: str) -> Chat:
+    """`prompt` (text, with an optional system field, or a list of messages) followed by one side's turns."""
+    prompt = _decoded(obj[columns.prompt])
+    if isinstance(prompt, str):
+        turns: list[Any] = []
+        system = obj.get(columns.system)
+        if isinstance(system, str) and system.strip():
+            turns.append({"role": "system", "content": system})
+        turns.append({"role": "user", "content": text_field(prompt, columns.prompt)})
+    elif isinstance(prompt, Sequence) and not isinstance(prompt, bytes) and prompt:
+        turns = list(prompt)
+    else:
+        raise RecordError("must be the prompt text, or a non-empty list of messages", columns.prompt)
+    return parse_openai(turns + answer, f"{columns.prompt}+{side}")
+
+
+def _transcript(text: str, side: str, columns: Columns) -> Chat:
+    """A Human:/Assistant: transcript (HH-RLHF) as a chat; its last turn must be the Assistant's."""
+    parts = _TRANSCRIPT_TURN.split(text.lstrip("\n"))
+    if len(parts) < 3 or parts[0].strip():
+        raise RecordError(
+            f"is text with no '{columns.prompt}' field beside it: give a prompt field, or the whole "
+            "conversation (a list of messages, or a transcript of '\\n\\nHuman: ...' and "
+            "'\\n\\nAssistant: ...' turns)",
+            side,
+        )
+    turns = [
+        {"role": TRANSCRIPT_ROLES[role], "content": content.strip()}
+        for role, content in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+    return parse_openai(turns, side)
+
+
+def _decoded(value: Any) -> Any:
+    """A CSV cell or string column may hold a list of messages as JSON text; any other text (an answer
+    that merely starts with `[`) is the text itself."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        if isinstance(decoded, list) and decoded and all(isinstance(m, Mapping) for m in decoded):
+            return decoded
+    return value
+
+
+def _first_difference(a: Sequence[Message], b: Sequence[Message]) -> str:
+    for k, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return f"prompt turn {k} differs"
+    return f"the prompts have {len(a)} and {len(b)} turns"
