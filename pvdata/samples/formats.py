@@ -1,4 +1,5 @@
-"""Record formats beyond plain `messages`: ShareGPT, Alpaca, OpenAI tool calls and content parts.
+"""Record formats beyond plain `messages`: ShareGPT, Alpaca, prompt/completion (TRL, OpenAI legacy,
+KTO); OpenAI tool calls and content parts are `pvdata.samples.openai_chat`.
 
 Every format becomes the same (prompt messages, answer) as `records.parse_record`, plus notes saying
 what the conversion left out (tool calls, tool results, non-text parts), so nothing is dropped silently:
@@ -12,22 +13,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pvdata.errors import ConfigError, DataError
+from pvdata.samples.openai_chat import (
+    Chat,
+    TurnBuffer,
+    answer_turns,
+    decoded_messages,
+    parse_openai,
+    prompt_then,
+)
 from pvdata.samples.records import (
-    ROLES,
     Columns,
-    Message,
     RecordError,
     Turn,
     as_list,
-    parse_messages,
     parse_record,
-    split_chat,
     text_field,
 )
 
 # "preference" records are parsed by pvdata.samples.preference (they carry a second answer)
 SCHEMAS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "pair", "preference")
-Chat = tuple[tuple[Message, ...], str, tuple[str, ...]]
 DEFAULT_COLUMNS = Columns()
 
 SHAREGPT_FIELD = "conversations"
@@ -39,11 +43,12 @@ SHAREGPT_ROLES = {
     "system": "system",
 }
 SHAREGPT_TOOLS = ("function_call", "observation", "tool", "function")  # skipped, with a note
-TEXT_PARTS = ("text", "input_text", "output_text")
 ALPACA_INPUT = "input"
 ALPACA_HISTORY = "history"
 # fields of the Alpaca format: a pair record holding one of them must not lose it silently
 ALPACA_FIELDS = ("instruction", ALPACA_INPUT)
+COMPLETION = "completion"  # the answer field of TRL's and OpenAI's (legacy) prompt/completion records
+KTO_LABEL = "label"  # TRL's unpaired preference (KTO) records: false marks an undesirable completion
 
 
 def alpaca_columns(columns: Columns) -> tuple[str, str]:
@@ -99,8 +104,45 @@ def parse_chat(obj: Any, columns: Columns = DEFAULT_COLUMNS, schema: str | None 
     if schema == "alpaca":
         return parse_alpaca(obj, columns)
     _check_pair_fields(obj, columns)
+    field = answer_field(obj, columns)
+    if field != columns.answer or any(
+        isinstance(decoded_messages(obj.get(f)), list) for f in (columns.prompt, field)
+    ):
+        return parse_prompted(obj, columns, field)
     prompt, answer = parse_record(obj, columns)
     return prompt, answer, ()
+
+
+def answer_field(obj: Mapping[str, Any], columns: Columns) -> str:
+    """`completion` for a prompt/completion record (when --answer-column is left at `answer` and the
+    record has none), else the answer column."""
+    if columns.answer != Columns.answer or COMPLETION not in obj:
+        return columns.answer
+    if columns.answer in obj:
+        raise RecordError(
+            f"holds both '{columns.answer}' and '{COMPLETION}': give one answer per record, or name it "
+            "with --answer-column"
+        )
+    return COMPLETION
+
+
+def parse_prompted(obj: Mapping[str, Any], columns: Columns, field: str) -> Chat:
+    """A prompt/answer record whose prompt or answer is a list of messages, or a prompt/completion
+    record (TRL's standard and conversational forms, OpenAI's legacy one, KTO's with a `label`)."""
+    if obj.get(columns.messages) is not None:
+        raise RecordError(f"give either '{columns.messages}' or '{columns.prompt}'/'{field}', not both")
+    for name in (columns.prompt, field):
+        if obj.get(name) is None:
+            raise RecordError("is missing or null", name)
+    label = obj.get(KTO_LABEL)
+    if field == COMPLETION and label is False:
+        raise RecordError(
+            "is false: an undesirable completion of unpaired preference (KTO) data, which the finetune "
+            "moves away from, so it is not screened as a training answer (--skip-invalid screens the "
+            "desirable ones and lists these in unscreened.jsonl)",
+            KTO_LABEL,
+        )
+    return prompt_then(obj, columns, answer_turns(obj[field], field), field)
 
 
 def _check_pair_fields(obj: Mapping[str, Any], columns: Columns) -> None:
@@ -117,125 +159,13 @@ def _check_pair_fields(obj: Mapping[str, Any], columns: Columns) -> None:
             )
 
 
-class _Turns:
-    """Turns kept so far; an assistant turn that follows a skipped tool exchange joins the assistant
-    text before it (one answer to the user, split only by tool calls)."""
-
-    def __init__(self) -> None:
-        self.turns: list[Turn] = []
-        self.notes: list[str] = []
-        self.skipped_since = False
-        self.calls = 0
-
-    def skip(self, note: str) -> None:
-        self.notes.append(note)
-        self.skipped_since = True
-
-    def add(self, turn: Turn) -> None:
-        last = self.turns[-1] if self.turns else None
-        if last is not None and last.role == turn.role == "assistant" and self.skipped_since:
-            self.turns[-1] = Turn(turn.at, "assistant", last.content + "\n\n" + turn.content)
-            self.notes.append(f"{last.at} and {turn.at} screened as one answer")
-        else:
-            self.turns.append(turn)
-        self.skipped_since = False
-
-    def chat(self, field: str) -> Chat:
-        prompt, answer = split_chat(self.turns, field)
-        return prompt, answer, tuple(self.notes)
-
-
-def _uses_extensions(items: Sequence[Any]) -> bool:
-    for msg in items:
-        if not isinstance(msg, Mapping):
-            return False
-        if msg.get("role") not in ROLES or not isinstance(msg.get("content"), str):
-            return True
-        if msg.get("tool_calls") or msg.get("function_call"):
-            return True
-    return False
-
-
-def parse_openai(value: Any, field: str = "messages") -> Chat:
-    """An OpenAI chat: plain {role, content} turns, or with content parts, tool calls and tool results.
-
-    Text parts are joined with a newline; other parts (images, audio) are left out with a note. An
-    assistant turn with tool calls and no text, and every tool result, is skipped with a note; the
-    screened answer is the last assistant turn with text.
-    """
-    items = as_list(value, field, "{role, content} objects")
-    if not _uses_extensions(items):
-        prompt, answer = parse_messages(items, field)
-        return prompt, answer, ()
-    out = _Turns()
-    for k, msg in enumerate(items):
-        at = f"{field}[{k}]"
-        if not isinstance(msg, Mapping):
-            raise RecordError(f"must be an object with 'role' and 'content', got {type(msg).__name__}", at)
-        role = "system" if msg.get("role") == "developer" else msg.get("role")
-        if role in ("tool", "function"):
-            if not out.calls:
-                raise RecordError(
-                    f"is {role!r}: valid roles are {', '.join(ROLES)} (a tool turn must answer an assistant "
-                    "turn's tool_calls)",
-                    f"{at}.role",
-                )
-            out.skip(f"{at} ({role} result) skipped")
-            continue
-        if role not in ROLES:
-            raise RecordError(f"is {role!r}: valid roles are {', '.join(ROLES)}, tool", f"{at}.role")
-        text, left_out = content_text(msg.get("content"), f"{at}.content")
-        calls = msg.get("tool_calls") or msg.get("function_call")
-        if calls and role == "assistant":
-            out.calls += 1
-            n = len(calls) if isinstance(calls, list) else 1
-            if text is None:
-                out.skip(f"{at} (assistant tool call, no text) skipped")
-                continue
-            out.notes.append(f"{at}: its text is screened, its {n} tool call(s) are not")
-        elif calls:
-            raise RecordError(f"only assistant turns may make tool calls, this is a {role} turn", at)
-        if text is None:
-            content = msg.get("content")
-            if isinstance(content, list):
-                raise RecordError('has no text part: give at least one {"type": "text", "text": ...}', at)
-            text_field(content, f"{at}.content")  # raises: missing, not a string or empty
-        out.notes.extend(left_out)
-        out.add(Turn(at, str(role), str(text)))
-    return out.chat(field)
-
-
-def content_text(content: Any, at: str) -> tuple[str | None, list[str]]:
-    """The text of a message's content (a string or a list of parts) and notes on parts left out."""
-    if content is None:
-        return None, []
-    if isinstance(content, str):
-        return (content if content.strip() else None), []
-    if not isinstance(content, list):
-        raise RecordError(f"must be a string or a list of parts, got {type(content).__name__}", at)
-    texts: list[str] = []
-    notes: list[str] = []
-    for j, part in enumerate(content):
-        where = f"{at}[{j}]"
-        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
-            raise RecordError(
-                'must be a part object with a "type" (e.g. {"type": "text", "text": ...})', where
-            )
-        if part["type"] in TEXT_PARTS:
-            texts.append(text_field(part.get("text"), f"{where}.text"))
-        else:
-            notes.append(f"{where} ({part['type']} part) left out")
-    joined = "\n".join(texts)
-    return (joined if joined.strip() else None), notes
-
-
 def parse_sharegpt(obj: Mapping[str, Any], field: str = SHAREGPT_FIELD) -> Chat:
     """ShareGPT: `conversations` of {from, value} with from human | gpt | system (user and assistant too;
     function_call and observation turns are skipped with a note), an optional `system` field first."""
     if obj.get(field) is None:
         raise RecordError("is missing (ShareGPT records hold a list of {from, value} turns)", field)
     items = as_list(obj[field], field, "{from, value} objects")
-    out = _Turns()
+    out = TurnBuffer()
     system = obj.get("system")
     if system is not None and not (isinstance(system, str) and not system.strip()):
         out.add(Turn("system", "system", text_field(system, "system")))
@@ -270,7 +200,7 @@ def parse_alpaca(obj: Mapping[str, Any], columns: Columns = DEFAULT_COLUMNS) -> 
     if extra is not None and not isinstance(extra, str):
         raise RecordError(f"must be a string (or empty), got {type(extra).__name__}", ALPACA_INPUT)
     user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
-    out = _Turns()
+    out = TurnBuffer()
     system = obj.get(columns.system)
     if system is not None and not (isinstance(system, str) and not system.strip()):
         out.add(Turn(columns.system, "system", text_field(system, columns.system)))
@@ -312,7 +242,8 @@ def check_columns(where: str, names: Sequence[str], columns: Columns, schema: st
         "messages": columns.messages in have,
         "sharegpt": SHAREGPT_FIELD in have,
         "alpaca": prompt in have and answer in have,
-        "pair": columns.prompt in have and columns.answer in have,
+        "pair": columns.prompt in have
+        and (columns.answer in have or (columns.answer == Columns.answer and COMPLETION in have)),
         "preference": "chosen" in have and "rejected" in have,
     }
     if (schema is None and any(fits.values())) or (schema is not None and fits[schema]):

@@ -19,13 +19,13 @@ Both sides must have the same prompt: a pair whose sides answer different conver
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pvdata.samples.formats import DEFAULT_COLUMNS, Chat, parse_chat, parse_openai
-from pvdata.samples.records import Columns, Message, RecordError, text_field
+from pvdata.samples.formats import DEFAULT_COLUMNS, parse_chat
+from pvdata.samples.openai_chat import Chat, answer_turns, decoded_messages, parse_openai, prompt_then
+from pvdata.samples.records import Columns, Message, RecordError
 
 PREFERENCE = "preference"
 CHOSEN, REJECTED = "chosen", "rejected"
@@ -73,34 +73,14 @@ def parse_preference(obj: Any, columns: Columns = DEFAULT_COLUMNS) -> ParsedSamp
 
 def _side_chat(obj: Mapping[str, Any], side: str, columns: Columns) -> Chat:
     """The whole chat one side stands for: its prompt (from `prompt`, or from the side itself) and answer."""
-    value = _decoded(obj[side])
-    prompt = obj.get(columns.prompt)
-    if isinstance(value, str):
-        if prompt is None:
-            return _transcript(value, side, columns)
-        return _with_prompt(obj, columns, [{"role": "assistant", "content": text_field(value, side)}], side)
-    if not isinstance(value, Sequence) or isinstance(value, bytes) or not value:
-        raise RecordError("must be the answer text, or a non-empty list of messages", side)
-    whole = any(isinstance(m, Mapping) and m.get("role") in PROMPT_ROLES for m in value)
-    if whole or prompt is None:
-        return parse_openai(value, side)  # a whole chat; a `prompt` field beside it only repeats its turns
-    return _with_prompt(obj, columns, list(value), side)
-
-
-def _with_prompt(obj: Mapping[str, Any], columns: Columns, answer: list[Any], side: str) -> Chat:
-    """`prompt` (text, with an optional system field, or a list of messages) followed by one side's turns."""
-    prompt = _decoded(obj[columns.prompt])
-    if isinstance(prompt, str):
-        turns: list[Any] = []
-        system = obj.get(columns.system)
-        if isinstance(system, str) and system.strip():
-            turns.append({"role": "system", "content": system})
-        turns.append({"role": "user", "content": text_field(prompt, columns.prompt)})
-    elif isinstance(prompt, Sequence) and not isinstance(prompt, bytes) and prompt:
-        turns = list(prompt)
-    else:
-        raise RecordError("must be the prompt text, or a non-empty list of messages", columns.prompt)
-    return parse_openai(turns + answer, f"{columns.prompt}+{side}")
+    value = decoded_messages(obj[side])
+    if obj.get(columns.prompt) is None and isinstance(value, str):
+        return _transcript(value, side, columns)
+    turns = answer_turns(value, side)
+    whole = any(isinstance(m, Mapping) and m.get("role") in PROMPT_ROLES for m in turns)
+    if whole or obj.get(columns.prompt) is None:
+        return parse_openai(turns, side)  # a whole chat; a `prompt` field beside it only repeats its turns
+    return prompt_then(obj, columns, turns, side)
 
 
 def _transcript(text: str, side: str, columns: Columns) -> Chat:
@@ -118,19 +98,6 @@ def _transcript(text: str, side: str, columns: Columns) -> Chat:
         for role, content in zip(parts[1::2], parts[2::2], strict=True)
     ]
     return parse_openai(turns, side)
-
-
-def _decoded(value: Any) -> Any:
-    """A CSV cell or string column may hold a list of messages as JSON text; any other text (an answer
-    that merely starts with `[`) is the text itself."""
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            decoded = json.loads(value)
-        except json.JSONDecodeError:
-            return value
-        if isinstance(decoded, list) and decoded and all(isinstance(m, Mapping) for m in decoded):
-            return decoded
-    return value
 
 
 def _first_difference(a: Sequence[Message], b: Sequence[Message]) -> str:
