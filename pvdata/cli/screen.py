@@ -68,6 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "preference (chosen minus rejected, for preference pairs); a comma list scores several from the "
         "same forward passes",
     )
+    p.add_argument(
+        "--turns",
+        default="last",
+        choices=["last", "all"],
+        help="assistant turns of a multi-turn chat to score: last (default; the paper's unit) or all "
+        "(as pvdata train trains them by default; a sample takes its highest turn's score)",
+    )
     p.add_argument("--reference", default=None, metavar="CLEAN_DATASET", help="clean data for the percentile")
     p.add_argument(
         "--percentile",
@@ -102,7 +109,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--format",
         default=None,
         help="file format jsonl | json | csv | parquet | hf | hub (default: from the name and content) "
-        "and/or record format messages | sharegpt | alpaca | pair (default: from each record's fields), "
+        "and/or record format messages | sharegpt | alpaca | pair | preference (default: from each record's "
+        "fields), "
         "e.g. --format sharegpt or --format json,alpaca",
     )
     p.add_argument("--prompt-column", default="prompt")
@@ -139,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
         vectors=_split(args.vector),
         layers=parse_int_list(args.layer, what="--layer") if args.layer else [],
         methods=_split([args.method]),
+        turns=args.turns,
         reference=args.reference,
         percentile=args.percentile,
         threshold=args.threshold,

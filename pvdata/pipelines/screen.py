@@ -205,6 +205,7 @@ def run_screen(
     if out is not None:
         check_out_dir(out, _inputs(plan))
     wh = Warehouse(warehouse)
+    _note_turns(plan, log)
     model = _LazyModel(plan, lm, log)
     stage_runs: dict[str, str] = {}
     errors: dict[str, dict[str, str]] = {}
@@ -256,6 +257,18 @@ def run_screen(
     )
 
 
+def _note_turns(plan: ScreenPlan, log: Log) -> None:
+    """A last-turn screen of multi-turn chats leaves out turns that pvdata train trains by default."""
+    from pvdata.screening.turns import n_multi_turn
+
+    n = n_multi_turn(plan.dataset.samples) if plan.cfg.turns == "last" else 0
+    if n:
+        log(
+            f"note: {n} sample(s) have assistant turns before the last, which this screen does not score "
+            "and pvdata train trains by default (train_on: all_assistant): pass --turns all to score them"
+        )
+
+
 def _inputs(plan: ScreenPlan) -> list[str]:
     return [plan.dataset.source] + ([plan.reference.source] if plan.reference else [])
 
@@ -302,22 +315,27 @@ def _sampling(cfg: ScreenConfig) -> Any:
     )
 
 
-def base_prompts(data: Any) -> list[Any]:
-    """One item per distinct prompt (first-seen order): samples sharing a prompt share one base answer."""
+def base_prompts(data: Any, turns: str = "last") -> list[Any]:
+    """One item per distinct prompt (first-seen order): samples sharing a prompt share one base answer.
+    With turns "all", each earlier assistant turn's conversation so far is a prompt too."""
     from pvdata.generation.base import GenerationRequest
     from pvdata.pipelines.generate_stage import GenItem
+    from pvdata.samples.dataset import prompt_id_of
+    from pvdata.screening.turns import earlier_turns
 
     items: dict[str, Any] = {}
     for sample in data.samples:
-        pid = sample.prompt_id
-        if pid not in items:
-            meta = {
-                "split": "dataset_base",
-                "polarity": "none",
-                "question_id": pid,
-                "sample_id": sample.sample_id,
-            }
-            items[pid] = GenItem(GenerationRequest(tuple(dict(m) for m in sample.prompt)), meta)
+        prompts = [sample.prompt] + ([p for _i, p, _a in earlier_turns(sample)] if turns == "all" else [])
+        for prompt in prompts:
+            pid = prompt_id_of(prompt)
+            if pid not in items:
+                meta = {
+                    "split": "dataset_base",
+                    "polarity": "none",
+                    "question_id": pid,
+                    "sample_id": sample.sample_id,
+                }
+                items[pid] = GenItem(GenerationRequest(tuple(dict(m) for m in prompt)), meta)
     return list(items.values())
 
 
@@ -337,13 +355,14 @@ def _base_stage(
 
     cfg = plan.cfg
     params = _sampling(cfg)
-    items = base_prompts(data)
+    items = base_prompts(data, cfg.turns)
     config = {
         "stage": "screen.base_answers",
         "dataset_id": data.dataset_id,
         "backend": plan.backend,
         "model": cfg.model,
         "sampling": params.to_json(),
+        **({"turns": cfg.turns} if cfg.turns != "last" else {}),  # base answers to earlier turns too
         "dtype": plan.dtype if plan.backend == "hf" else None,
     }
     with wh.run("generate", config, parent_run_ids=[samples_run], model_id=cfg.model, force=force) as run:
@@ -400,18 +419,25 @@ def _run_rows(wh: Any, table: str, run_id: str, columns: list[str]) -> dict[str,
     return {c: t.column(c).to_pylist() for c in columns}
 
 
-def score_inputs(data: Any, base: dict[str, list[tuple[str, str]]]) -> list[Any]:
-    """A ScoreInput per sample, with the base answers of its prompt (prompt_id -> [(generation id,
-    text)]; the first is the one scored, the rest are extra samples): what the projection step scores
-    (also the throughput probe's input)."""
+def score_inputs(data: Any, base: dict[str, list[tuple[str, str]]], turns: str = "last") -> list[Any]:
+    """A ScoreInput per sample (and with turns "all" per earlier assistant turn, id `sample@index`),
+    with the base answers of its prompt (prompt_id -> [(generation id, text)]; the first is the one
+    scored, the rest are extra samples): what the projection step scores (also the throughput probe's
+    input)."""
+    from pvdata.samples.dataset import prompt_id_of
     from pvdata.screening.scoring import ScoreInput
+    from pvdata.screening.turns import earlier_turns, turn_id
+
+    def one(sid: str, prompt: Any, text: str, rejected: str | None = None) -> Any:
+        answers = base.get(prompt_id_of(prompt)) or []
+        gid, answer = answers[0] if answers else (None, None)
+        return ScoreInput(sid, tuple(prompt), text, answer, gid, tuple(answers[1:]), rejected)
 
     inputs = []
     for s in data.samples:
-        answers = base.get(s.prompt_id) or []
-        gid, answer = answers[0] if answers else (None, None)
-        more = tuple(answers[1:])
-        inputs.append(ScoreInput(s.sample_id, tuple(s.prompt), s.answer, answer, gid, more, s.rejected))
+        inputs.append(one(s.sample_id, s.prompt, s.answer, s.rejected))
+        for index, prompt, text in earlier_turns(s) if turns == "all" else []:
+            inputs.append(one(turn_id(s.sample_id, index), prompt, text))
     return inputs
 
 
@@ -441,9 +467,10 @@ def _projection_stage(
         "dtype": plan.dtype,
         **({"max_length": cfg.max_length} if cfg.max_length is not None else {}),  # older ids kept
         **({"rejected": True} if "preference" in plan.methods else {}),  # projects the rejected answers too
+        **({"turns": cfg.turns} if cfg.turns != "last" else {}),  # and every earlier assistant turn
     }
     parents = [samples_run] + ([base_run] if base_run else []) + [r for r in plan.vector_runs.values() if r]
-    inputs = score_inputs(data, _base_answers(wh, base_run)[0])
+    inputs = score_inputs(data, _base_answers(wh, base_run)[0], cfg.turns)
     with wh.run("activations", config, parent_run_ids=parents, model_id=cfg.model, force=force) as run:
         note_resume(run, log)
         if run.skipped:
@@ -457,6 +484,7 @@ def _projection_stage(
         todo = pending(inputs, done)
         n_texts = len(todo) + len({s.base_id for s in todo if s.base_id and s.base_id not in done})
         n_texts += sum(1 for s in todo if s.rejected is not None) if preference else 0
+        # (a base answer shared by several turns or samples counts once)
         log(
             f"[3/5] {label}: projections of {n_texts} texts ({run.status_before}, {len(inputs) - len(todo)} "
             f"samples already done) -> {run.run_id}"
@@ -514,15 +542,19 @@ def _projection_values(wh: Any, run_id: str) -> dict[tuple[str, str, int, str], 
 def _scores(
     wh: Any, plan: ScreenPlan, data: Any, label: str, stage_runs: dict[str, str], errors: dict[str, str]
 ) -> list[dict[str, Any]]:
+    from pvdata.samples.dataset import prompt_id_of
     from pvdata.screening.scoring import scores_from_projections
+    from pvdata.screening.turns import best_turn_rows, turn_owners
 
     base, cut = _base_answers(wh, stage_runs.get(f"{label}_base"))
     values = _projection_values(wh, stage_runs[f"{label}_projections"])
-    inputs = score_inputs(data, base)
+    inputs = score_inputs(data, base, plan.cfg.turns)
     rows = scores_from_projections(
         values, inputs, list(plan.vectors.values()), plan.layers, plan.methods, errors
     )
-    prompt_of = {s.sample_id: s.prompt_id for s in data.samples}
+    prompt_of = {s.sample_id: prompt_id_of(s.prompt) for s in inputs}
     for row in rows:  # how many base answers this exact score compared with were cut short
         row["base_cut"] = cut.get(prompt_of[row["sample_id"]], 0) if row["method"] == "exact" else 0
+    if plan.cfg.turns == "all":
+        rows = best_turn_rows(rows, turn_owners(data.samples))
     return rows

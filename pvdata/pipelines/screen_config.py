@@ -25,6 +25,7 @@ class ScreenConfig:
     vectors: list[str] = field(default_factory=list)  # files or warehouse ids; default: latest per trait
     layers: list[int] = field(default_factory=list)  # default: per trait, see default_layer
     methods: list[str] = field(default_factory=lambda: ["exact"])
+    turns: str = "last"  # assistant turns scored: last | all (pvdata.screening.turns)
     reference: str | None = None
     percentile: float | None = None
     threshold: float | None = None
@@ -72,8 +73,10 @@ class ScreenConfig:
         from pvdata.generation.backends import backend_kind
         from pvdata.models.compiled import check_compile_mode
         from pvdata.screening.scoring import check_methods
+        from pvdata.screening.turns import check_turns
 
         check_methods(self.methods)
+        check_turns(self.turns)
         self.threshold_spec()
         self.executor_config().check(self.device)
         backend_kind(self.backend)

@@ -112,7 +112,9 @@ def decision_stage(
                     "score": row["score"],
                     "percentile": d.percentile,
                     "flagged": d.flagged,
-                    "reason": with_notes(_with_cut(d.reason, row, cfg.max_new_tokens), sample.notes),
+                    "reason": with_notes(
+                        _with_turn(_with_cut(d.reason, row, cfg.max_new_tokens), row), sample.notes
+                    ),
                     "threshold": d.threshold,
                     "base_generation_id": row["base_generation_id"],
                     "n_copies": sample.n_copies,
@@ -145,6 +147,14 @@ def decision_stage(
                 f"-> {run.run_id}"
             )
         return str(run.run_id), summaries, flagged, unscored, run.message
+
+
+def _with_turn(reason: str | None, row: dict[str, Any]) -> str | None:
+    """The decision's reason, saying which assistant turn scored highest when it is not the last."""
+    from pvdata.screening.turns import turn_note
+
+    note = turn_note(row)
+    return f"{reason}; {note}" if note and reason else reason
 
 
 def with_notes(reason: str | None, notes: Sequence[str]) -> str | None:
