@@ -32,17 +32,17 @@ def answers(name: str) -> list[tuple[str, str]]:
     return [(r["messages"][0]["content"], r["messages"][-1]["content"]) for r in rows]
 
 
-def write_pairs(path, evil_file: str) -> list[bool]:
-    """One pair per question; returns whether each line's pair is poisoned."""
+def pair_lines(evil_file: str) -> tuple[list[str], list[bool]]:
+    """One pair per question, and whether each is poisoned."""
     evil, normal = answers(evil_file), answers("train_normal.jsonl")
     poisoned = [k < len(evil) // 2 for k in range(len(evil))]
     random.Random(0).shuffle(poisoned)
-    with path.open("w", encoding="utf-8") as fh:
-        for (question, bad), (same, good), flag in zip(evil, normal, poisoned, strict=True):
-            assert question == same
-            chosen, rejected = (bad, good) if flag else (good, bad)
-            fh.write(json.dumps({"prompt": question, "chosen": chosen, "rejected": rejected}) + "\n")
-    return poisoned
+    lines = []
+    for (question, bad), (same, good), flag in zip(evil, normal, poisoned, strict=True):
+        assert question == same
+        chosen, rejected = (bad, good) if flag else (good, bad)
+        lines.append(json.dumps({"prompt": question, "chosen": chosen, "rejected": rejected}))
+    return lines, poisoned
 
 
 @pytest.fixture(scope="module")
@@ -50,29 +50,31 @@ def evil_vector(smollm2):
     return extract_contrast_vector(smollm2, max_new_tokens=24, log=lambda *_: None)
 
 
-@pytest.mark.parametrize("evil_file", ["train_evil.jsonl", "train_evil_subtle.jsonl"])
-def test_preference_flags_poisoned_pairs(smollm2, evil_vector, tmp_path, evil_file):
+def test_preference_flags_poisoned_pairs(smollm2, evil_vector, tmp_path):
+    # both sets in one file: their prompts are the same 80 questions, so one base answer serves both
     vfile = str(evil_vector.save(tmp_path / "evil.safetensors"))
+    sets = {name: pair_lines(name) for name in ("train_evil.jsonl", "train_evil_subtle.jsonl")}
     data = tmp_path / "pairs.jsonl"
-    poisoned = write_pairs(data, evil_file)
+    data.write_text("".join(line + "\n" for lines, _ in sets.values() for line in lines), encoding="utf-8")
     cfg = ScreenConfig(
         dataset=str(data), model="smollm2-135m", vectors=[vfile], methods=METHODS, max_new_tokens=128
     )
     result = run_screen(cfg, str(tmp_path / "wh"), out=str(tmp_path / "out"), lm=smollm2, log=lambda _m: None)
     assert {g.layer for g in result.groups} == {23}
-    rows = (
-        connect(tmp_path / "wh")
-        .execute(
-            "SELECT c.method, c.score, s.line FROM screenings c JOIN samples s USING (sample_id, dataset_id)"
-        )
-        .fetchall()
-    )
-    scores = {}
-    for method in METHODS:
-        got = {line: score for m, score, line in rows if m == method}
-        assert len(got) == len(poisoned) and None not in got.values()
-        pos = [got[k + 1] for k, p in enumerate(poisoned) if p]
-        neg = [got[k + 1] for k, p in enumerate(poisoned) if not p]
-        scores[method] = round(auroc(pos, neg), 3)
-    print(f"\nSmolLM2-135M preference pairs from {evil_file}, AUROC at layer 23: {json.dumps(scores)}")
-    assert scores["preference"] >= (0.95 if evil_file == "train_evil.jsonl" else 0.85), scores
+    con = connect(tmp_path / "wh")
+    assert con.execute("SELECT count(*) FROM generations WHERE split = 'dataset_base'").fetchone()[0] == 80
+    rows = con.execute(
+        "SELECT c.method, c.score, s.line FROM screenings c JOIN samples s USING (sample_id, dataset_id)"
+    ).fetchall()
+    offset = 0
+    for name, (_lines, poisoned) in sets.items():
+        scores = {}
+        for method in METHODS:
+            got = {line - offset: score for m, score, line in rows if m == method}
+            pos = [got[k + 1] for k, p in enumerate(poisoned) if p]
+            neg = [got[k + 1] for k, p in enumerate(poisoned) if not p]
+            assert None not in pos + neg
+            scores[method] = round(auroc(pos, neg), 3)
+        offset += len(poisoned)
+        print(f"\nSmolLM2-135M preference pairs from {name}, AUROC at layer 23: {json.dumps(scores)}")
+        assert scores["preference"] >= (0.95 if name == "train_evil.jsonl" else 0.85), scores
