@@ -482,9 +482,9 @@ def _projection_stage(
         _register_file_vectors(run, wh, plan)
         done = run.done_ids("projections", "source_id")
         todo = pending(inputs, done)
+        # a base answer shared by several samples (or turns) counts once
         n_texts = len(todo) + len({s.base_id for s in todo if s.base_id and s.base_id not in done})
         n_texts += sum(1 for s in todo if s.rejected is not None) if preference else 0
-        # (a base answer shared by several turns or samples counts once)
         log(
             f"[3/5] {label}: projections of {n_texts} texts ({run.status_before}, {len(inputs) - len(todo)} "
             f"samples already done) -> {run.run_id}"

@@ -18,8 +18,8 @@ from pvdata.samples.dataset import (
     prompt_id_of,
     sample_id_of,
 )
-from pvdata.samples.formats import SCHEMAS, parse_chat
-from pvdata.samples.preference import is_preference, parse_sample
+from pvdata.samples.formats import SCHEMAS, is_preference, parse_chat
+from pvdata.samples.preference import parse_sample
 from pvdata.samples.readers import (
     InvalidRecordsError,
     check_invalid,

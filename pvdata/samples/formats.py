@@ -58,10 +58,15 @@ def alpaca_columns(columns: Columns) -> tuple[str, str]:
     return prompt, answer
 
 
+def is_preference(obj: Any) -> bool:
+    """A preference pair: a record holding both a `chosen` and a `rejected` field."""
+    return isinstance(obj, Mapping) and obj.get("chosen") is not None and obj.get("rejected") is not None
+
+
 def detect_schema(obj: Mapping[str, Any], columns: Columns) -> str:
     """The record format from the fields present (the first that fits: preference, messages, ShareGPT,
     Alpaca)."""
-    if obj.get("chosen") is not None and obj.get("rejected") is not None:
+    if is_preference(obj):
         return "preference"
     if obj.get(columns.messages) is not None:
         if obj.get(SHAREGPT_FIELD) is not None:

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pvdata.samples.formats import DEFAULT_COLUMNS, parse_chat
+from pvdata.samples.formats import DEFAULT_COLUMNS, is_preference, parse_chat
 from pvdata.samples.openai_chat import Chat, answer_turns, decoded_messages, parse_openai, prompt_then
 from pvdata.samples.records import Columns, Message, RecordError
 
@@ -36,11 +36,6 @@ _TRANSCRIPT_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
 
 # (prompt messages, answer, notes, rejected answer or None): what every reader yields per valid record
 ParsedSample = tuple[tuple[Message, ...], str, tuple[str, ...], str | None]
-
-
-def is_preference(obj: Any) -> bool:
-    """A record holding both a `chosen` and a `rejected` field."""
-    return isinstance(obj, Mapping) and obj.get(CHOSEN) is not None and obj.get(REJECTED) is not None
 
 
 def parse_sample(obj: Any, columns: Columns, schema: str | None = None) -> ParsedSample:

@@ -25,13 +25,8 @@ from typing import Any
 from pvdata.errors import DataError
 
 ROLES = ("system", "user", "assistant")
-OTHER_FORMAT_FIELDS = (
-    "conversations",
-    "instruction",
-    "prompt",
-    "answer",
-    "chosen",
-)  # ShareGPT, Alpaca, pairs
+# ShareGPT, Alpaca, prompt/answer (or completion) pairs, preference pairs
+OTHER_FORMAT_FIELDS = ("conversations", "instruction", "prompt", "answer", "chosen")
 
 
 @dataclass(frozen=True)
@@ -112,10 +107,10 @@ def _chat(obj: Any, where: str) -> tuple[Mapping[str, str], ...]:
     if not isinstance(obj, dict) or not any(k in obj for k in OTHER_FORMAT_FIELDS):
         return _check_messages(obj, where)
     from pvdata.samples.dataset import canonical_messages
-    from pvdata.samples.formats import parse_chat
+    from pvdata.samples.formats import is_preference, parse_chat
     from pvdata.samples.records import RecordError
 
-    if obj.get("chosen") is not None and obj.get("rejected") is not None:
+    if is_preference(obj):
         raise DataError(
             f"{where}: a preference record (chosen/rejected); pvdata train is supervised finetuning on "
             "chats: give the chosen chats as messages (screen the pairs with pvdata screen --method "
